@@ -1,0 +1,59 @@
+"""bpjax: neural networks and the backpropagation algorithm, exactly as the paper writes it.
+
+The public API, by the paper's ideas (see ``DESIGN.md``):
+
+* the model (§1.1): :class:`Network`, :class:`Layer`, :class:`Activation`, :func:`init`;
+* the forward pass and loss (1): :func:`forward`, :func:`forward_trace`, :func:`loss`;
+* the hand-written backward pass, equations (2)-(4): :func:`backprop`,
+  :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
+* Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
+* checking it all: :func:`check_gradients`, :func:`check_activation`.
+"""
+
+from bpjax.activations import (
+    Activation,
+    available_activations,
+    get_activation,
+    register_activation,
+)
+from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
+from bpjax.forward import Trace, forward, forward_trace
+from bpjax.gradcheck import (
+    GradCheckReport,
+    GradientCheckError,
+    LayerCheck,
+    check_activation,
+    check_gradients,
+)
+from bpjax.loss import loss
+from bpjax.network import Layer, Network
+from bpjax.params import check_params, init
+from bpjax.recursive import recursive_dphi_dw, recursive_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "GradCheckReport",
+    "GradientCheckError",
+    "Layer",
+    "LayerCheck",
+    "Network",
+    "Trace",
+    "available_activations",
+    "backprop",
+    "check_activation",
+    "check_gradients",
+    "check_params",
+    "deltas",
+    "forward",
+    "forward_trace",
+    "get_activation",
+    "init",
+    "loss",
+    "per_example_backprop",
+    "recursive_dphi_dw",
+    "recursive_grad",
+    "register_activation",
+    "value_and_backprop",
+]

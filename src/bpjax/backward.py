@@ -1,0 +1,183 @@
+"""The backward pass, written by hand: equations (2)-(4) of the paper, backpropagated.
+
+Let ``δ^l_k = ∂L/∂a^l_k`` (summed over the samples, each weighted by ``1/N``). The paper's
+recursion on ``∂φ^l_k/∂w^m_pr`` becomes, once multiplied by ``∂L/∂φ^L`` and summed over the
+outputs, one backward sweep over the layers:
+
+| paper                                                  | code (``_deltas``, ``_gradients``)     |
+| ------------------------------------------------------ | -------------------------------------- |
+| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``           | ``g = dloss_dphi(phi[L], Y)``          |
+| (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``          | ``delta[l] = dL_dphi[l] * dphi(a[l])`` |
+| (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``           | ``dL_dphi[s] += delta[l] @ w[rows].T`` |
+| ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``   | ``grad[m] = [Σ_i δ^m ; φ_inᵀ δ^m]``    |
+| (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``    | nothing: only ``δ^m`` reaches ``w^m``  |
+
+In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
+every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to
+``1``, so a layer's ``dL_dphi`` is complete when its turn comes. Structural zeros (no bias,
+absent connections) get a gradient of exactly 0.
+
+No automatic differentiation is used here: ``jax.grad`` only checks this module, in the tests
+and in :mod:`bpjax.gradcheck`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bpjax import activations
+from bpjax.forward import Trace, layer_inputs, propagate
+from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
+from bpjax.network import Network
+from bpjax.params import Params, structural
+
+__all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
+
+
+def _deltas(net: Network, params: Params, tr: Trace, g: jax.Array) -> tuple:
+    """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``."""
+    L = net.depth
+    dL_dphi: list = [None] * (L + 1)
+    dL_dphi[L] = g
+    delta: list = [None] * (L + 1)
+    for l in range(L, 0, -1):
+        layer, w = net.layer(l), params[l - 1]
+        if dL_dphi[l] is None:  # no path from layer l to the output: every ∂φ^L/∂w^l is 0
+            delta[l] = jnp.zeros_like(tr.a[l])
+            continue
+        delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
+        for s, rows in net.blocks(l):
+            if s == 0:  # φ^0 = x does not depend on θ
+                continue
+            back = delta[l] @ w[rows].T  # (3): Σ_k w^l_jk δ^l_k
+            dL_dphi[s] = back if dL_dphi[s] is None else dL_dphi[s] + back
+    return tuple(delta)
+
+
+def _gradients(net: Network, tr: Trace, delta: tuple) -> Params:
+    """``∂L/∂w^l = [Σ_i δ^l ; φ_inᵀ δ^l]``: outer products with the homogenised inputs."""
+    grads = []
+    for l, layer in enumerate(net.layers, start=1):
+        d = delta[l]
+        gw = layer_inputs(net, tr.phi, l).T @ d  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p
+        gb = d.sum(axis=0, keepdims=True)  # ∂a^l_r/∂w^l_0r = φ^{l-1}_0 = 1
+        if not layer.bias:
+            gb = jnp.zeros_like(gb)
+        grad = jnp.concatenate([gb, gw], axis=0)
+        if layer.adjacency is not None:
+            grad = jnp.where(net.structure(l), grad, jnp.zeros((), grad.dtype))
+        grads.append(grad)
+    return tuple(grads)
+
+
+def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
+    """Per-sample ``[δ^l_i ; φ_in,i ⊗ δ^l_i]``, shape ``(N, 1 + fan_in, N_l)`` per layer."""
+    grads = []
+    for l, layer in enumerate(net.layers, start=1):
+        d = delta[l]
+        gw = jnp.einsum("np,nr->npr", layer_inputs(net, tr.phi, l), d)
+        gb = d[:, None, :] if layer.bias else jnp.zeros_like(d[:, None, :])
+        grad = jnp.concatenate([gb, gw], axis=1)
+        if layer.adjacency is not None:
+            grad = jnp.where(net.structure(l), grad, jnp.zeros((), grad.dtype))
+        grads.append(grad)
+    return tuple(grads)
+
+
+def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
+    """Loss (1) and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
+    params = structural(net, params)
+    tr = propagate(net, params, X)
+    delta = _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s))
+    return squared_loss(tr.phi[-1], Y, s), _gradients(net, tr, delta)
+
+
+loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
+
+
+@jax.jit(static_argnums=0)
+def _per_example_jit(net, params, X, Y):
+    params = structural(net, params)
+    tr = propagate(net, params, X)
+    delta = _deltas(net, params, tr, tr.phi[-1] - Y)  # sample i's term, without the 1/N
+    return _per_example_gradients(net, tr, delta)
+
+
+@jax.jit(static_argnums=0)
+def _deltas_jit(net, params, X, Y, s):
+    params = structural(net, params)
+    tr = propagate(net, params, X)
+    return _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s))
+
+
+def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
+    """The loss (1) and its gradient, from one forward and one hand-written backward pass.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      weights: optional per-sample weights ``(N,)``, as in :func:`bpjax.loss`.
+
+    Returns:
+      ``(loss, grads)``: a scalar and ``∂L/∂θ`` with the structure and shapes of ``params``,
+      ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
+    """
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
+    return loss_and_gradients_jit(net, params, X2, Y2, s)
+
+
+def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
+    """The gradient ``∂L/∂θ`` of loss (1), computed by hand through equations (2)-(4).
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      weights: optional per-sample weights ``(N,)``, as in :func:`bpjax.loss`.
+
+    Returns:
+      ``grads`` shaped like ``params``: ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
+    """
+    return value_and_backprop(net, params, X, Y, weights)[1]
+
+
+def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
+    """Per-sample gradients ``∂L/∂w(x_i) = Σ_r (φ^L_r(x_i) − y_{i,r}) ∂φ^L_r/∂w``.
+
+    This is sample ``i``'s term of the gradient without the ``1/N`` (the quantity Algorithm 1
+    steps along), so ``backprop == mean over i``. Computed by one batched backward pass,
+    not by ``vmap`` over autodiff.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
+
+    Returns:
+      A tuple with, for each layer, an array ``(N, 1 + fan_in, N_l)``.
+    """
+    params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
+    return _per_example_jit(net, params, X2, Y2)
+
+
+def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
+    """The backpropagated errors ``δ^l = ∂L/∂a^l`` of every layer.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      weights: optional per-sample weights ``(N,)``.
+
+    Returns:
+      A tuple of length ``L + 1``: ``delta[0]`` is None and ``delta[l]`` has shape ``(N, N_l)``;
+      row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of loss (1)).
+    """
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
+    return _deltas_jit(net, params, X2, Y2, s)

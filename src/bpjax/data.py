@@ -1,0 +1,103 @@
+"""The training data X × Y = {(x_i, y_i)}: shapes, dtypes and checks.
+
+``X`` is ``(N, D)`` (or one ``x`` of shape ``(D,)``), ``Y`` is ``(N, d)`` (or one ``y`` of
+shape ``(d,)``; ``(N,)`` is accepted when ``d = 1``). Checks run on shapes only, so they work
+on tracers inside ``jax.jit`` and ``jax.vmap``; :func:`check_finite` looks at values and is
+used where data enters a long computation (``fit``, the gradient checker).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bpjax.network import Network
+
+__all__ = ["as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype"]
+
+
+def float_dtype(*arrays) -> jnp.dtype:
+    """The floating dtype of a computation: the promoted dtype of its arrays."""
+    dtype = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(dtype, float)
+    return dtype
+
+
+def _shape(v, name):
+    if not hasattr(v, "shape"):
+        v = np.asarray(v)
+    if v.dtype == object or not (
+        jnp.issubdtype(v.dtype, jnp.number) or jnp.issubdtype(v.dtype, jnp.bool_)
+    ):
+        raise TypeError(f"{name} must be a numeric array, got dtype {v.dtype}")
+    return v, tuple(v.shape)
+
+
+def as_inputs(net: Network, X) -> tuple[jax.Array, bool]:
+    """Returns ``(X, single)`` with ``X`` of shape ``(N, D)``; ``single`` if one ``x`` was given.
+
+    Raises:
+      ValueError: ``X`` is neither ``(N, D)`` nor ``(D,)``, or ``N = 0``.
+    """
+    X, shape = _shape(X, "X")
+    D = net.inputs
+    if len(shape) == 1 and shape[0] == D:
+        return X[None, :], True
+    if len(shape) == 2 and shape[1] == D:
+        if shape[0] == 0:
+            raise ValueError(f"X has N = 0 samples (shape {shape}); expected at least one")
+        return X, False
+    raise ValueError(f"X must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
+
+
+def as_targets(net: Network, Y, N: int, single: bool) -> jax.Array:
+    """Returns ``Y`` of shape ``(N, d)``, matching ``X``.
+
+    Raises:
+      ValueError: ``Y`` does not match ``d`` or ``N``.
+    """
+    Y, shape = _shape(Y, "Y")
+    d = net.outputs
+    if single:
+        if shape in ((d,), (1, d)):
+            return Y.reshape(1, d)
+        raise ValueError(f"Y must have shape (d,) = ({d},) for a single x, got shape {shape}")
+    if len(shape) == 1 and d == 1 and shape[0] == N:
+        return Y[:, None]
+    if len(shape) == 2 and shape[1] == d and shape[0] == N:
+        return Y
+    if len(shape) == 2 and shape[1] == d:
+        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
+    if len(shape) == 1 and d == 1:
+        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
+    raise ValueError(f"Y must have shape (N, d) = ({N}, {d}), got shape {shape}")
+
+
+def as_weights(weights, N: int):
+    """Returns per-sample weights ``s`` of shape ``(N,)`` (or ``None`` for all ones)."""
+    if weights is None:
+        return None
+    weights, shape = _shape(weights, "weights")
+    if shape != (N,):
+        raise ValueError(f"weights must have shape (N,) = ({N},), got shape {shape}")
+    if not isinstance(weights, jax.core.Tracer):
+        w = np.asarray(weights)
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+            raise ValueError("weights must be finite, >= 0, and not all 0")
+    return weights
+
+
+def check_finite(**arrays) -> None:
+    """Raises ``ValueError`` naming the first array that holds NaN or Inf (concrete arrays only)."""
+    for name, v in arrays.items():
+        if v is None or isinstance(v, jax.core.Tracer):
+            continue
+        v = np.asarray(v)
+        if not np.all(np.isfinite(v)):
+            bad = np.argwhere(~np.isfinite(v))
+            first = tuple(int(i) for i in bad[0])
+            raise ValueError(
+                f"{name} holds {len(bad)} NaN/Inf value(s), first at index {first}: {v[first]}"
+            )

@@ -1,0 +1,117 @@
+"""The forward pass: a^l and φ^l for every layer (§1.1, and Algorithm 2, line 23).
+
+| paper                                          | code                                    |
+| ---------------------------------------------- | --------------------------------------- |
+| ``φ^0_k = x_i[k]``                             | ``phi[0] = X``                          |
+| ``a^l_k = Σ_{j=0}^{N_{l-1}} w^l_jk φ^{l-1}_j`` | ``a[l] = w[0] + phi_in @ w[1:]``        |
+| ``φ^l_k = φ^l_k(a^l_k)``                       | ``phi[l] = activations.phi(acts, a[l])`` |
+| ``φ_θ(x_i) = φ^L(x_i)``                        | ``forward(...) == phi[L]``              |
+
+For a DAG, ``phi_in`` is the concatenation of the outputs of the layer's sources
+(``Network.sources(l)``), which is ``φ^{l-1}`` for a feedforward network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bpjax import activations
+from bpjax.data import as_inputs, float_dtype
+from bpjax.network import Network
+from bpjax.params import Params, check_params, structural
+
+__all__ = ["Trace", "forward", "forward_trace"]
+
+
+class Trace(NamedTuple):
+    """Everything the forward pass computes, indexed by the paper's ``l``.
+
+    Attributes:
+      a: ``a[l]`` is ``a^l``, shape ``(N, N_l)`` for ``l = 1..L``; ``a[0]`` is ``None``
+        (the input layer has no activation).
+      phi: ``phi[l]`` is ``φ^l``, shape ``(N, N_l)`` for ``l = 0..L``; ``phi[0]`` is ``X``
+        and ``phi[L]`` is the network's output ``φ_θ(X)``.
+
+    With a single ``x`` of shape ``(D,)`` every array drops its leading ``N`` axis.
+    """
+
+    a: tuple
+    phi: tuple
+
+
+def layer_inputs(net: Network, phi: Sequence, l: int) -> jax.Array:
+    """The inputs ``φ^{l-1}_{1..}`` of layer ``l``: its sources' outputs, concatenated."""
+    sources = net.sources(l)
+    if len(sources) == 1:
+        return phi[sources[0]]
+    return jnp.concatenate([phi[s] for s in sources], axis=-1)
+
+
+def propagate(net: Network, params: Params, X: jax.Array) -> Trace:
+    """The forward trace for ``X`` of shape ``(..., D)``, params already structural."""
+    a, phi = [None], [X]
+    for l, layer in enumerate(net.layers, start=1):
+        w = params[l - 1]
+        a_l = layer_inputs(net, phi, l) @ w[1:]
+        if layer.bias:
+            a_l = a_l + w[0]
+        a.append(a_l)
+        phi.append(activations.phi(layer.activations, a_l))
+    return Trace(tuple(a), tuple(phi))
+
+
+def prepare(net: Network, params, X):
+    """Checks shapes, promotes to one float dtype; returns ``(params, X (N, D), single)``."""
+    params = check_params(net, params)
+    X, single = as_inputs(net, X)
+    dtype = float_dtype(X, *params)
+    params = tuple(jnp.asarray(w, dtype) for w in params)
+    return params, jnp.asarray(X, dtype), single
+
+
+@jax.jit(static_argnums=0)
+def _trace_jit(net, params, X):
+    return propagate(net, structural(net, params), X)
+
+
+def forward_trace(net: Network, params: Params, X) -> Trace:
+    """The forward pass, keeping ``a^l`` and ``φ^l`` of every layer.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+
+    Returns:
+      A :class:`Trace` with ``a[l]`` and ``phi[l]`` of shape ``(N, N_l)`` (``(N_l,)`` for one x).
+    """
+    params, X2, single = prepare(net, params, X)
+    tr = _trace_jit(net, params, X2)
+    if single:
+        tr = jax.tree.map(lambda v: v[0], tr)
+    return tr
+
+
+@jax.jit(static_argnums=0)
+def _forward_jit(net, params, X):
+    return propagate(net, structural(net, params), X).phi[-1]
+
+
+def forward(net: Network, params: Params, X) -> jax.Array:
+    """The network's output ``φ_θ(X) = φ^L``.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+
+    Returns:
+      ``φ_θ(X)`` of shape ``(N, d)``, or ``(d,)`` for one ``x``.
+    """
+    params, X2, single = prepare(net, params, X)
+    out = _forward_jit(net, params, X2)
+    return out[0] if single else out

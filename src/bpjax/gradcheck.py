@@ -1,0 +1,258 @@
+"""A gradient checker: the hand-written backward pass against independent references.
+
+:func:`check_gradients` compares :func:`bpjax.backprop` with ``jax.grad`` of loss (1) and,
+optionally, with central finite differences, layer by layer and element by element, in
+float64 (inside ``jax.enable_x64``, so the process-wide flag is left alone).
+:func:`check_activation` checks an activation's hand-written derivative against ``jax.grad``
+of its function — the place where a user's own activation is most likely to be wrong.
+
+This module, and the tests, are the only places where bpjax uses automatic differentiation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+from bpjax import activations as _activations
+from bpjax.activations import Activation
+from bpjax.backward import loss_and_gradients_jit
+from bpjax.data import check_finite
+from bpjax.forward import propagate
+from bpjax.loss import prepare_supervised, squared_loss
+from bpjax.network import Network
+from bpjax.params import Params, structural
+
+__all__ = [
+    "GradCheckReport",
+    "GradientCheckError",
+    "LayerCheck",
+    "check_activation",
+    "check_gradients",
+]
+
+
+class LayerCheck(NamedTuple):
+    """The comparison of one layer's gradient with a reference.
+
+    Attributes:
+      l: the layer, ``1..L``.
+      max_abs: ``max_jk |g_jk − ref_jk|``.
+      max_rel: ``max_jk |g_jk − ref_jk| / |ref_jk|`` (over entries with ``ref_jk ≠ 0``).
+      worst: ``(j, k)`` of the entry furthest outside ``atol + rtol·|ref|``, in the paper's
+        indices: ``j = 0`` is the bias, neurons ``k`` count from 1 (array column ``k − 1``).
+      ok: whether every entry satisfies ``|g − ref| ≤ atol + rtol·|ref|``.
+    """
+
+    l: int
+    max_abs: float
+    max_rel: float
+    worst: tuple[int, int]
+    ok: bool
+
+
+class GradCheckReport(NamedTuple):
+    """The result of :func:`check_gradients`; ``str(report)`` is a readable table.
+
+    Attributes:
+      ok: every comparison passed.
+      loss: the loss (1) at the checked point, float64.
+      against_autodiff: one :class:`LayerCheck` per layer, backprop vs ``jax.grad``.
+      against_finite_differences: the same against central differences, or ``None``.
+      worst: ``(l, j, k)`` of the worst entry over all layers and references (paper indices).
+    """
+
+    ok: bool
+    loss: float
+    against_autodiff: tuple[LayerCheck, ...]
+    against_finite_differences: tuple[LayerCheck, ...] | None
+    worst: tuple[int, int, int]
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.ok else "FAILED"
+        out = [f"gradient check {verdict} (float64, loss = {self.loss:.6g})"]
+        for name, rows in (("jax.grad", self.against_autodiff),
+                           ("finite differences", self.against_finite_differences)):
+            if rows is None:
+                continue
+            out.append(f"  backprop vs {name}:")
+            out.append("    l   max |Δ|     max rel     worst w^l_jk   ok")
+            for r in rows:
+                j, k = r.worst
+                out.append(f"    {r.l:<3d} {r.max_abs:<11.3e} {r.max_rel:<11.3e} "
+                           f"{f'w^{r.l}_({j},{k})':<14s} {'yes' if r.ok else 'NO'}")
+        l, j, k = self.worst
+        out.append(f"  worst entry: w^{l}_({j},{k}) = grads[{l - 1}][{j}, {k - 1}]")
+        return "\n".join(out)
+
+
+class GradientCheckError(ValueError):
+    """Raised when a gradient or a derivative does not match its reference."""
+
+    def __init__(self, message: str, report: GradCheckReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+def _compare(l: int, g: np.ndarray, ref: np.ndarray, rtol: float, atol: float):
+    diff = np.abs(g - ref)
+    nonzero = ref != 0
+    max_rel = float((diff[nonzero] / np.abs(ref[nonzero])).max()) if nonzero.any() else 0.0
+    excess = diff / (atol + rtol * np.abs(ref))
+    excess = np.where(np.isnan(excess), np.inf, excess)  # NaN anywhere is a failure
+    j, k = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    return LayerCheck(l, float(diff.max()), max_rel, (int(j), int(k) + 1),
+                      bool(excess.max() <= 1)), float(excess.max())
+
+
+def _table(grads, refs, rtol, atol):
+    rows, worst = [], (-1.0, (1, 0, 1))
+    for l, (g, ref) in enumerate(zip(grads, refs), start=1):
+        row, excess = _compare(l, np.asarray(g), np.asarray(ref), rtol, atol)
+        rows.append(row)
+        if excess > worst[0]:
+            worst = (excess, (l, *row.worst))
+    return tuple(rows), worst
+
+
+def _loss(net: Network, params: Params, X, Y, s):
+    """Loss (1) as a function of ``params``, for ``jax.grad`` and finite differences."""
+    return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
+
+
+_autodiff_grad = jax.jit(jax.grad(_loss, argnums=1), static_argnums=0)
+
+
+@jax.jit(static_argnums=(0, 5))
+def _finite_differences(net: Network, params: Params, X, Y, s, eps: float) -> Params:
+    """Central differences ``(L(w + ε e) − L(w − ε e)) / 2ε`` for every entry of ``params``."""
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def central(i):
+        e = jnp.zeros_like(flat).at[i].set(eps)
+        return (_loss(net, unravel(flat + e), X, Y, s)
+                - _loss(net, unravel(flat - e), X, Y, s)) / (2 * eps)
+
+    return unravel(jax.lax.map(central, jnp.arange(flat.size), batch_size=64))
+
+
+def check_gradients(
+    net: Network,
+    params: Params,
+    X,
+    Y,
+    *,
+    weights=None,
+    finite_differences: bool = False,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    fd_eps: float = 1e-6,
+    fd_rtol: float = 1e-5,
+    fd_atol: float = 1e-8,
+    raise_on_failure: bool = True,
+) -> GradCheckReport:
+    """Checks :func:`bpjax.backprop` against ``jax.grad`` (and finite differences) in float64.
+
+    Every activation of the network is checked first with :func:`check_activation`, so a
+    wrong or non-finite user derivative is named directly.
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``; cast to float64 for the check.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      weights: optional per-sample weights ``(N,)``.
+      finite_differences: also compare with central differences (one pair of loss
+        evaluations per weight: for small networks).
+      rtol, atol: an entry passes when ``|g − ref| ≤ atol + rtol·|ref|`` against ``jax.grad``.
+      fd_eps: the finite-difference step ε.
+      fd_rtol, fd_atol: the same tolerances against finite differences.
+      raise_on_failure: raise :class:`GradientCheckError` on a mismatch (default); otherwise
+        return a report with ``ok == False``.
+
+    Returns:
+      A :class:`GradCheckReport`.
+    """
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
+    check_finite(X=X2, Y=Y2, weights=s, **{f"params[{i}]": w for i, w in enumerate(params)})
+    for act in dict.fromkeys(a for layer in net.layers for a in layer.activations):
+        check_activation(act)
+
+    with jax.enable_x64(True):
+        f64 = lambda v: None if v is None else jnp.asarray(np.asarray(v, np.float64))  # noqa: E731
+        params64 = tuple(f64(w) for w in params)
+        X64, Y64, s64 = f64(X2), f64(Y2), f64(s)
+
+        value, grads = loss_and_gradients_jit(net, params64, X64, Y64, s64)
+        ref = _autodiff_grad(net, params64, X64, Y64, s64)
+        ad_rows, worst = _table(grads, ref, rtol, atol)
+        fd_rows = None
+        if finite_differences:
+            fd = _finite_differences(net, params64, X64, Y64, s64, float(fd_eps))
+            fd_rows, fd_worst = _table(grads, fd, fd_rtol, fd_atol)
+            worst = max(worst, fd_worst, key=lambda t: t[0])
+        value = float(value)
+
+    ok = all(r.ok for r in ad_rows + (fd_rows or ()))
+    report = GradCheckReport(ok, value, ad_rows, fd_rows, worst[1])
+    if not ok and raise_on_failure:
+        raise GradientCheckError(f"backprop does not match its reference\n{report}", report)
+    return report
+
+
+def check_activation(
+    activation: str | Activation,
+    a=None,
+    *,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+) -> float:
+    """Checks an activation's hand-written ``dphi`` against ``jax.grad(phi)``, in float64.
+
+    Args:
+      activation: a registered name or an :class:`~bpjax.Activation`.
+      a: the points to check, any shape; default 401 points on ``[-8, 8]`` and a few kinks.
+        Points where ``phi`` or its autodiff derivative is not finite are skipped.
+      rtol, atol: a point passes when ``|dphi − grad| ≤ atol + rtol·|grad|``.
+
+    Returns:
+      The largest absolute difference.
+
+    Raises:
+      GradientCheckError: ``dphi`` returns NaN/Inf where the derivative is finite, or does
+        not match; the message names the activation and the first bad point.
+    """
+    act = _activations.get_activation(activation)
+    with jax.enable_x64(True):
+        pts = np.linspace(-8.0, 8.0, 401) if a is None else np.asarray(a, np.float64).ravel()
+        pts = jnp.asarray(np.concatenate([pts, [0.0, 1.0, -1.0]]) if a is None else pts)
+        value = act.phi(pts)
+        ref = jax.vmap(jax.grad(lambda z: act.phi(z)))(pts)
+        mine = act.dphi(pts)
+        if getattr(mine, "shape", None) != pts.shape:
+            raise GradientCheckError(
+                f"activation {act.name!r}: dphi(a) must have the shape of a {pts.shape}, got "
+                f"{getattr(mine, 'shape', type(mine).__name__)}"
+            )
+        value, ref, mine, pts = (np.asarray(v, np.float64) for v in (value, ref, mine, pts))
+    keep = np.isfinite(value) & np.isfinite(ref)
+    bad = keep & ~np.isfinite(mine)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise GradientCheckError(
+            f"activation {act.name!r}: dphi gives {mine[i]} at a = {pts[i]:.6g}, where "
+            f"jax.grad(phi) is {ref[i]:.6g} ({int(bad.sum())} non-finite point(s))"
+        )
+    diff = np.abs(mine - ref)
+    wrong = keep & (diff > atol + rtol * np.abs(ref))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise GradientCheckError(
+            f"activation {act.name!r}: dphi({pts[i]:.6g}) = {mine[i]:.10g} but jax.grad(phi) "
+            f"gives {ref[i]:.10g} ({int(wrong.sum())} of {int(keep.sum())} points differ)"
+        )
+    return float(diff[keep].max()) if keep.any() else 0.0

@@ -1,0 +1,76 @@
+"""The squared loss, equation (1), and its derivative with respect to the output φ^L.
+
+    L(X × Y; θ) = 1/(2N) Σ_i Σ_k (φ_θ(x_i)_k − y_{i,k})²                         (1)
+
+    ∂L/∂φ^L_k(x_i) = (1/N) (φ^L_k(x_i) − y_{i,k})
+
+The second line is where backpropagation starts: the paper's
+``∂L/∂w = 1/N Σ_i Σ_k ∂φ_θ[k]/∂w (x_i) (φ_θ(x_i)_k − y_{i,k})``.
+
+With per-sample weights ``s_i ≥ 0`` the mean becomes a weighted mean: ``1/N`` is replaced
+by ``s_i / Σ_i s_i``; all-ones weights give (1) exactly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bpjax.data import as_targets, as_weights
+from bpjax.forward import prepare, propagate
+from bpjax.network import Network
+from bpjax.params import Params, structural
+
+__all__ = ["loss"]
+
+
+def _sample_scale(r: jax.Array, s) -> jax.Array:
+    """``1/N`` for every sample, or ``s_i / Σ s``; shape ``(N, 1)``, dtype of ``r``."""
+    N = r.shape[0]
+    if s is None:
+        return jnp.full((N, 1), 1 / N, r.dtype)
+    s = jnp.asarray(s, r.dtype)
+    return (s / s.sum())[:, None]
+
+
+def squared_loss(phi_L: jax.Array, Y: jax.Array, s=None) -> jax.Array:
+    """Equation (1) from outputs ``phi_L`` and targets ``Y``, both ``(N, d)``; a scalar."""
+    r = phi_L - Y
+    return 0.5 * jnp.sum(_sample_scale(r, s) * r * r)
+
+
+def dloss_dphi(phi_L: jax.Array, Y: jax.Array, s=None) -> jax.Array:
+    """``∂L/∂φ^L``: ``(φ^L − Y) / N`` (weighted: ``s_i (φ^L − Y) / Σ s``); shape ``(N, d)``."""
+    r = phi_L - Y
+    return _sample_scale(r, s) * r
+
+
+@jax.jit(static_argnums=0)
+def _loss_jit(net, params, X, Y, s):
+    return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
+
+
+def prepare_supervised(net: Network, params, X, Y, weights=None):
+    """Checks and promotes ``(params, X, Y, weights)``, with ``X (N, D)`` and ``Y (N, d)``."""
+    params, X2, single = prepare(net, params, X)
+    Y2 = as_targets(net, Y, X2.shape[0], single)
+    s = as_weights(weights, X2.shape[0])
+    return params, X2, jnp.asarray(Y2, X2.dtype), s
+
+
+def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
+    """The squared loss, equation (1).
+
+    Args:
+      net: the network.
+      params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      weights: optional per-sample weights ``s`` of shape ``(N,)``; the loss becomes
+        ``1/(2 Σ s) Σ_i s_i ‖φ_θ(x_i) − y_i‖²``.
+
+    Returns:
+      ``L(X × Y; θ)``, a scalar.
+    """
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
+    return _loss_jit(net, params, X2, Y2, s)

@@ -1,0 +1,126 @@
+"""The parameters θ = {w^l_jk}: one weight matrix per layer, bias in row 0.
+
+**The one index offset of the library:** ``params[l-1]`` holds layer ``l``'s weights, so that
+
+    params[l-1][j, k] == w^l_jk,    params[l-1].shape == (1 + fan_in, N_l).
+
+Rows are the paper's ``j`` exactly: ``j = 0`` is the bias (the homogenised input
+``φ^{l-1}_0 = 1``) and ``j ≥ 1`` are the inputs, in the order of ``Layer.inputs``. Columns are
+the layer's neurons ``k``; in code they count from 0 as array indices do, while the paper
+counts neurons from 1, so the paper's ``w^1_21`` (input 2 into neuron 1) is ``params[0][2, 0]``.
+Where bpjax prints a weight for people to read (reports, paths, figures) it writes
+``w^l_(j,k)`` in the paper's numbering.
+
+``params`` is a tuple, a pytree: it goes through ``jax.jit``, ``jax.vmap``, optax and
+``jax.tree.map`` as it is. Structural zeros (``bias=False``, absent connections of an
+adjacency mask) are stored as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bpjax.network import Network
+
+__all__ = ["Params", "check_params", "init"]
+
+Params = tuple  # tuple[jax.Array, ...], params[l-1] == w^l
+
+
+def _default_float():
+    return jnp.asarray(0.0).dtype  # float64 under jax_enable_x64, else float32
+
+
+def init(
+    net: Network,
+    key: jax.Array,
+    *,
+    dtype=None,
+    scale: float = 1.0,
+) -> Params:
+    """Random initial weights ``w^{l,(0)}_jk`` (Algorithm 1, line 2).
+
+    Each connection weight of neuron ``(l, k)`` is drawn from ``N(0, σ²)``, with σ chosen by
+    the neuron's activation (``Activation.init``):
+
+    | activation                                             | σ²                     |
+    | ------------------------------------------------------ | ---------------------- |
+    | identity, square, logistic, tanh, softplus (Glorot)    | 2 / (fan_in + fan_out) |
+    | relu (He)                                              | 2 / fan_in             |
+
+    where ``fan_in`` counts the connections that exist into neuron ``(l, k)`` and ``fan_out``
+    is ``N_l``. Biases ``w^l_0k`` start at 0, and so do structural zeros.
+
+    Args:
+      net: the network.
+      key: a ``jax.random.key``.
+      dtype: a floating dtype; default float32, or float64 when ``jax_enable_x64`` is on.
+      scale: multiplies every σ.
+
+    Returns:
+      ``params``, a tuple of ``L`` arrays, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"init expects a bpjax.Network, got {type(net).__name__}")
+    dtype = _default_float() if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"init dtype must be floating, got {dtype}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"init scale must be a finite number > 0, got {scale!r}")
+    keys = jax.random.split(key, net.depth)
+    params = []
+    for l in range(1, net.depth + 1):
+        layer, mask = net.layer(l), net.structure(l)
+        fan_in = np.maximum(mask[1:].sum(axis=0), 1)  # existing connections into each k
+        he = np.array([a.init == "he" for a in layer.activations])
+        var = np.where(he, 2.0 / fan_in, 2.0 / (fan_in + layer.size))
+        sigma = scale * np.sqrt(var)
+        w = jax.random.normal(keys[l - 1], mask.shape, dtype) * sigma.astype(dtype)
+        w = w.at[0].set(0)
+        params.append(jnp.where(mask, w, 0).astype(dtype))
+    return tuple(params)
+
+
+def check_params(net: Network, params: Sequence) -> Params:
+    """Checks that ``params`` fits ``net`` and returns it as a tuple.
+
+    Raises:
+      TypeError: ``params`` is not a sequence of floating arrays.
+      ValueError: wrong number of layers, or a layer of the wrong shape.
+    """
+    if isinstance(params, (jax.Array, np.ndarray)) or not isinstance(params, Sequence):
+        raise TypeError(
+            f"params must be a tuple of {net.depth} arrays (params[l-1] == w^l), "
+            f"got {type(params).__name__}"
+        )
+    if len(params) != net.depth:
+        raise ValueError(
+            f"params has {len(params)} layers, expected L = {net.depth} for this network"
+        )
+    for l, (w, shape) in enumerate(zip(params, net.shapes), start=1):
+        w_shape = getattr(w, "shape", None)
+        if w_shape is None:
+            raise TypeError(f"params[{l - 1}] (layer {l}) must be an array, got {type(w).__name__}")
+        if tuple(w_shape) != shape:
+            raise ValueError(
+                f"params[{l - 1}] (layer {l}) has shape {tuple(w_shape)}, expected "
+                f"(1 + fan_in, N_l) = {shape}"
+            )
+        if not jnp.issubdtype(w.dtype, jnp.floating):
+            raise TypeError(f"params[{l - 1}] (layer {l}) must be floating, got dtype {w.dtype}")
+    return tuple(params)
+
+
+def structural(net: Network, params: Params) -> Params:
+    """``params`` with structural zeros forced to 0 (``jnp.where``, so NaN there is ignored too).
+
+    Dense layers are passed through untouched: no work for the common case.
+    """
+    return tuple(
+        w if net.is_dense(l) else jnp.where(net.structure(l), w, jnp.zeros((), w.dtype))
+        for l, w in enumerate(params, start=1)
+    )

@@ -1,0 +1,63 @@
+"""init: shapes, dtypes, seeds, documented scales, structural zeros; check_params errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpjax as bp
+
+NET = bp.Network(64, [bp.Layer(400, "tanh"), bp.Layer(300, "relu"), bp.Layer(1, "identity")])
+
+
+def test_shapes_dtype_and_seed():
+    p = bp.init(NET, jax.random.key(0))
+    assert [w.shape for w in p] == [(65, 400), (401, 300), (301, 1)]
+    assert all(w.dtype == jnp.float64 for w in p)  # x64 is on in the tests
+    p32 = bp.init(NET, jax.random.key(0), dtype=jnp.float32)
+    assert all(w.dtype == jnp.float32 for w in p32)
+    again = bp.init(NET, jax.random.key(0))
+    assert all(np.array_equal(a, b) for a, b in zip(p, again))
+    other = bp.init(NET, jax.random.key(1))
+    assert not np.array_equal(p[0], other[0])
+
+
+def test_documented_scales_glorot_and_he():
+    p = bp.init(NET, jax.random.key(0))
+    np.testing.assert_array_equal(p[0][0], 0)  # biases start at 0
+    # tanh: Glorot σ² = 2 / (fan_in + fan_out); relu: He σ² = 2 / fan_in
+    np.testing.assert_allclose(np.var(p[0][1:]), 2 / (64 + 400), rtol=0.05)
+    np.testing.assert_allclose(np.var(p[1][1:]), 2 / 400, rtol=0.05)
+
+
+def test_structural_zeros_start_at_zero():
+    adj = np.eye(3, dtype=bool)
+    net = bp.Network(3, [bp.Layer(3, "tanh", adjacency=adj), bp.Layer(1, bias=False)])
+    p = bp.init(net, jax.random.key(0))
+    assert np.all(np.asarray(p[0])[1:][~adj] == 0) and np.all(np.asarray(p[0])[1:][adj] != 0)
+    assert float(p[1][0, 0]) == 0
+
+
+@pytest.mark.parametrize("params, error, message", [
+    (lambda p: p[:2], ValueError, r"params has 2 layers, expected L = 3"),
+    (lambda p: (p[0], p[1].T, p[2]), ValueError,
+     r"params\[1\] \(layer 2\) has shape \(300, 401\), expected \(1 \+ fan_in, N_l\) = \(401, 300\)"),
+    (lambda p: p[0], TypeError, r"params must be a tuple of 3 arrays"),
+    (lambda p: (p[0], p[1], p[2].astype(jnp.int32)), TypeError, r"must be floating"),
+    (lambda p: (p[0], p[1], None), TypeError, r"params\[2\] \(layer 3\) must be an array"),
+])
+def test_check_params_errors(params, error, message):
+    p = bp.init(NET, jax.random.key(0))
+    with pytest.raises(error, match=message):
+        bp.check_params(NET, params(p))
+    with pytest.raises(error, match=message):
+        bp.forward(NET, params(p), jnp.zeros((2, 64)))
+
+
+def test_init_errors():
+    with pytest.raises(TypeError, match="dtype must be floating"):
+        bp.init(NET, jax.random.key(0), dtype=jnp.int32)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        bp.init(NET, jax.random.key(0), scale=0.0)
+    with pytest.raises(TypeError, match="expects a bpjax.Network"):
+        bp.init("net", jax.random.key(0))
