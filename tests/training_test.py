@@ -151,6 +151,36 @@ def test_batch_size_1_on_a_dag_with_structural_zeros():
         assert np.all(np.asarray(w)[~DAG.structure(l)] == 0)  # structural zeros stay 0
 
 
+# Layers with at least 4096 weights defer their rank-1 updates over blocks of 16 samples;
+# N = 37 gives two blocks and a tail of 5 samples stepped directly.
+WIDE = bp.Network(16, [bp.Layer(64, "tanh"), bp.Layer(64, ("logistic",) * 32 + ("tanh",) * 32),
+                       bp.Layer(2, "identity")])
+WIDE_DAG = bp.Network(8, [bp.Layer(64, "tanh"), bp.Layer(64, "tanh"),
+                          bp.Layer(64, "tanh", inputs=(1, 2)), bp.Layer(2, "identity")])
+
+
+def test_large_layers_are_still_algorithm_1():
+    params = random_params(WIDE, 4)
+    Xw, Yw = random_data(WIDE, 37, 4)
+    result = bp.fit(WIDE, params, Xw, Yw, learning_rate=2.0, epochs=2)
+    W, losses = numpy_algorithm1(WIDE, params, Xw, Yw, 2.0, 2)
+    for w, ref in zip(result.params, W):
+        np.testing.assert_allclose(w, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-10)
+
+
+def test_large_layers_of_a_dag_are_still_algorithm_1():
+    params = random_params(WIDE_DAG, 5)
+    Xw, Yw = random_data(WIDE_DAG, 37, 5)
+    W = params
+    for i in range(37):
+        g = reference_grad(WIDE_DAG, W, Xw[i:i + 1], Yw[i:i + 1])
+        W = tuple(w - 1.5 / 37 * gw for w, gw in zip(W, g))
+    result = bp.fit(WIDE_DAG, params, Xw, Yw, learning_rate=1.5, epochs=1)
+    for w, ref in zip(result.params, W):
+        np.testing.assert_allclose(w, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_one_step_worked_by_hand():
     # x ∈ R¹ → one "square" neuron → one "identity" neuron without bias; one sample, N = 1.
     #   w^1_01 = 0.5, w^1_11 = 1, w^2_11 = 2, x = 1, y = 3, η = 0.1.

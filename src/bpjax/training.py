@@ -70,7 +70,7 @@ import optax
 from bpjax.backward import _deltas, _gradients, _sample_gradients
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_inputs, as_targets, check_finite, float_dtype
-from bpjax.forward import join, propagate, propagate_split, split
+from bpjax.forward import join, layer_inputs, propagate, propagate_split, split
 from bpjax.loss import squared_loss
 from bpjax.network import Network
 from bpjax.params import Params, check_params, structural
@@ -78,8 +78,10 @@ from bpjax.params import Params, check_params, structural
 __all__ = ["FitResult", "fit"]
 
 _CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
-_UNROLL = 1  # samples per iteration of the per-sample scan (unrolling stops XLA from
-# compiling a small network's loop into one kernel, a 10x loss)
+_BLOCK = 16  # samples whose rank-1 updates of a large layer are deferred, then applied at once
+_DEFER_MIN = 4096  # a layer's updates are deferred when its W^l has at least this many entries
+_TINY = 40  # networks with at most this many weights: XLA compiles their whole per-sample
+# loop into one kernel, which unrolling the scan would prevent (a 10x loss)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
 
 
@@ -185,24 +187,99 @@ def _apply(w, step, mask):
     return new if mask is None else jnp.where(mask, new, w)
 
 
+class _DeferredW:
+    """A layer's weights ``w^l_{j≥1,k}`` in the middle of a block of samples: ``W + A Bᵀ``.
+
+    Algorithm 1 changes every weight after every sample by a rank-1 term,
+    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``. Inside a block the terms are kept as the columns of
+    ``A = −(η/N) [φ_in(x_i)]`` ``(fan_in, block)`` and ``B = [δ^l(x_i)]`` ``(N_l, block)`` (zero
+    columns for samples to come), and the current weights are applied to vectors without being
+    formed — the same numbers as the updated matrix, up to rounding. One matrix product folds
+    them into ``W`` at the end of the block: the large matrix is read twice per sample and
+    written once per block, instead of read three times and written once per sample.
+    """
+
+    __slots__ = ("W", "A", "B")
+
+    def __init__(self, W, A, B):
+        self.W, self.A, self.B = W, A, B
+
+    def __rmatmul__(self, h):  # a^l = φ_in (W + A Bᵀ)
+        return h @ self.W + self.B @ (h @ self.A)
+
+    def __matmul__(self, d):  # equation (3): (W + A Bᵀ) δ
+        return self.W @ d + self.A @ (d @ self.B)
+
+    def __getitem__(self, rows):  # the rows j that multiply one source's φ (a DAG's block)
+        return _DeferredW(self.W[rows], self.A[rows], self.B)
+
+
 def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
-    ``theta = (w0, W)`` (see :func:`bpjax.forward.split`); forward pass, hand-written deltas
-    and rank-1 updates fused in one step.
+    ``theta = (w0, W, A, B)``: the biases and weights of :func:`bpjax.forward.split`, and for
+    each layer whose updates are deferred the factors of :class:`_DeferredW` (else ``None``).
+    The forward pass, the hand-written deltas and the updates are fused in one step.
     """
-    w0, W = theta
-    x, y = sample
-    tr = propagate_split(net, w0, W, x)
-    delta = _deltas(net, W, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
-    # Every read of the old W (forward, equation (3)) is done before W is updated: this lets
-    # XLA update W in place instead of copying it.
-    tr, delta, w0, W = jax.lax.optimization_barrier((tr, delta, w0, W))
+    w0, W, A, B = theta
+    x, y, i = sample  # i: the sample's place in its block
+    weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
+    tr = propagate_split(net, w0, weights, x)
+    delta = _deltas(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
+    # Every read of the old weights (forward, equation (3)) is done before any is updated:
+    # this lets XLA update them in place instead of copying them.
+    tr, delta, w0, W, A, B = jax.lax.optimization_barrier((tr, delta, w0, W, A, B))
     g0, gW = _sample_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(_apply(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
-    W = tuple(_apply(w, -eta_over_N * g, m) for w, g, m in zip(W, gW, mW))
-    return (w0, W), None
+    W, A, B = list(W), list(A), list(B)
+    for l in range(1, net.depth + 1):
+        if A[l - 1] is None:
+            W[l - 1] = _apply(W[l - 1], -eta_over_N * gW[l - 1], mW[l - 1])
+        else:  # gW[l-1] = φ_in ⊗ δ^l, kept as its two factors
+            phi_in = layer_inputs(net, tr.phi, l)
+            A[l - 1] = A[l - 1].at[:, i].set(-eta_over_N * phi_in)
+            B[l - 1] = B[l - 1].at[:, i].set(delta[l])
+    return (w0, tuple(W), tuple(A), tuple(B)), None
+
+
+def _algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
+    """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
+
+    Large layers defer their rank-1 updates over blocks of ``_BLOCK`` samples (see
+    :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small networks, step directly.
+    """
+    masks = masks if masks is not None else (None,) * net.depth
+    m0 = tuple(None if m is None else m[0] for m in masks)
+    mW = tuple(None if m is None else m[1:] for m in masks)
+    step = partial(_sample_sgd_step, net, eta_over_N, (m0, mW))
+    w0, W = split(params)
+    none = (None,) * net.depth
+    deferred = tuple(m is None and w.shape[0] * w.shape[1] >= _DEFER_MIN for w, m in zip(W, mW))
+    N = X.shape[0]
+    blocks = N // _BLOCK if any(deferred) else 0
+    if blocks:
+        def block(theta, xy):
+            w0, W = theta
+            A = tuple(jnp.zeros((w.shape[0], _BLOCK), w.dtype) if d else None
+                      for w, d in zip(W, deferred))
+            B = tuple(jnp.zeros((w.shape[1], _BLOCK), w.dtype) if d else None
+                      for w, d in zip(W, deferred))
+            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B), (*xy, jnp.arange(_BLOCK)),
+                                            unroll=2)
+            W = tuple(w if a is None else w + a @ b.T for w, a, b in zip(W, A, B))
+            return (w0, W), None
+
+        n = blocks * _BLOCK
+        Xb = X[:n].reshape(blocks, _BLOCK, X.shape[1])
+        Yb = Y[:n].reshape(blocks, _BLOCK, Y.shape[1])
+        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb))
+        X, Y = X[n:], Y[n:]
+    if X.shape[0]:
+        unroll = 1 if net.num_params <= _TINY else 2
+        zeros = jnp.zeros(X.shape[0], jnp.int32)
+        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros), unroll=unroll)
+    return join(w0, W)
 
 
 def _batch_gradient(net, params, X_B, Y_B, m_B, N):
@@ -260,10 +337,7 @@ def _epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
     N = config.N
     masks = data.trainable if config.masked else None
     if config.batch == 1 and optimizer is None:  # Algorithm 1: the fused per-sample step
-        split_masks = split(masks) if masks is not None else ((None,) * net.depth,) * 2
-        step = partial(_sample_sgd_step, net, hyper.eta / N, split_masks)
-        theta, _ = jax.lax.scan(step, split(params), (X, Y), unroll=_UNROLL)
-        return join(*theta), opt_state
+        return _algorithm1_epoch(net, hyper.eta / N, masks, params, X, Y), opt_state
 
     def step(carry, batch):
         params, opt_state = carry
@@ -274,7 +348,7 @@ def _epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
         return _descend(optimizer, hyper.eta, masks, params, opt_state, G), None
 
     batches = (X, Y) if config.batch == 1 else (X, Y, m)
-    unroll = _UNROLL if config.batch == 1 else 1
+    unroll = 2 if config.batch == 1 and net.num_params > _TINY else 1
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches, unroll=unroll)
     return params, opt_state
 
@@ -510,13 +584,16 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
             f"order), got {type(shuffle).__name__}")
 
     params = tuple(jnp.asarray(w, dtype) for w in params)
-    masked = frozen is not None or not all(net.is_dense(l) for l in range(1, net.depth + 1))
-    trainable = None
-    if masked:
-        structure = tuple(net.structure(l) for l in range(1, net.depth + 1))
-        trainable = structure if frozen is None else tuple(
-            jnp.logical_and(s, jnp.logical_not(f)) for s, f in zip(structure, frozen))
-        trainable = tuple(jnp.asarray(m) for m in trainable)
+    # The weights training may change: structure & ~frozen, per layer; None where all may.
+    trainable = []
+    for l in range(1, net.depth + 1):
+        m = None if net.is_dense(l) else jnp.asarray(net.structure(l))
+        if frozen is not None:
+            free = jnp.logical_not(frozen[l - 1])
+            m = free if m is None else jnp.logical_and(m, free)
+        trainable.append(m)
+    masked = any(m is not None for m in trainable)
+    trainable = tuple(trainable) if masked else None
     if models is None:
         params = structural(net, params)
         if opt_state is None:
