@@ -94,3 +94,15 @@ def test_bad_input(bad, error, message):
     args.update(bad)
     with pytest.raises(error, match=message):
         bp.sweep(NET, args.pop("params"), args.pop("X"), args.pop("Y"), **args)
+
+
+def test_sweep_of_networks_with_large_layers():
+    """Large layers defer their updates over blocks of samples; vmapped, too."""
+    wide = bp.Network(16, [bp.Layer(64, "tanh"), bp.Layer(64, "tanh"), bp.Layer(1, "identity")])
+    params = jax.vmap(lambda k: bp.init(wide, k))(jax.random.split(jax.random.key(1), 2))
+    Xw, Yw = random_data(wide, 37, 1)
+    result = bp.sweep(wide, params, Xw, Yw, learning_rate=jnp.array([0.5, 2.0]), epochs=1)
+    for m, eta in enumerate([0.5, 2.0]):
+        single = bp.fit(wide, model(params, m), Xw, Yw, learning_rate=eta, epochs=1)
+        chex.assert_trees_all_close(model(result, m).params, single.params, rtol=1e-12,
+                                    atol=1e-14)

@@ -11,6 +11,7 @@ outputs, one backward sweep over the layers:
 | (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``           | ``dL_dphi[s] += delta[l] @ w[rows].T`` |
 | ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``   | ``grad[m] = [Σ_i δ^m ; φ_inᵀ δ^m]``    |
 | (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``    | nothing: only ``δ^m`` reaches ``w^m``  |
+| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)              | ``_sample_gradients``: ``φ_in ⊗ δ^m``  |
 
 In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
 every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to

@@ -44,6 +44,13 @@ you want to vary without recompiling in its state with ``optax.inject_hyperparam
 to the final update, after the optimizer, so momentum and weight decay cannot move a clamped
 weight. Structural zeros (``bias=False``, absent connections) never change either.
 
+**Speed.** The per-sample step is one fused jitted body on vectors: forward pass, deltas
+(equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, with the biases kept apart
+from the other weights. A large layer (``≥ 4096`` weights) defers its rank-1 updates over
+blocks of 16 samples and applies them as one matrix product; every sample still sees the
+weights left by the one before (see :class:`_DeferredW`), so this is Algorithm 1 up to
+floating-point rounding, checked against plain loops to ``1e-10`` in float64.
+
 **Stopping.** Training runs ``epochs`` epochs unless it stops earlier, inside the jitted loop:
 
 * ``tol``: once the training loss (1) is ``≤ tol`` ("until convergence");
@@ -144,7 +151,7 @@ class _Data(NamedTuple):
     Y: jax.Array  # (N, d)
     X_val: jax.Array | None
     Y_val: jax.Array | None
-    trainable: Params | None  # structure & ~frozen, bool, shaped like params
+    trainable: tuple | None  # per layer: structure & ~frozen (bool), None if all trainable
     key: jax.Array | None  # shuffling key
 
 
