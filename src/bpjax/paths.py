@@ -264,7 +264,7 @@ def _dphi_expression(act_name: str, l: int, k: int) -> str:
         "identity": "1",
         "square": f"2·a^{l}_{k}",
         "logistic": f"φ^{l}_{k}(1−φ^{l}_{k})",
-        "tanh": f"1−(φ^{l}_{k})²",
+        "tanh": f"(1−(φ^{l}_{k})²)",
     }.get(act_name, f"{act_name}'(a^{l}_{k})")
 
 
