@@ -126,7 +126,7 @@ def test_paths_sum_to_the_derivative_on_explicit_dags(name):
     _check_all_weights(net, params, x)
 
 
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(net=networks(max_depth=3, max_width=3, dag=True, adjacency=True),
        seed=st.integers(0, 2**16))
 def test_paths_sum_to_the_derivative_on_random_dags(net, seed):
