@@ -160,7 +160,7 @@ def draw_network(
     top = max(ys) + 0.8
     xlim, ylim = (-0.8, L * dx + 0.8), (bottom - 0.7, top)
     if ax is None:  # about 0.9 inch per unit of the layout, so text keeps its size
-        size = figsize or (0.9 * (xlim[1] - xlim[0]), 0.9 * (ylim[1] - ylim[0]) + 0.4)
+        size = figsize or (max(3.6, 0.9 * (xlim[1] - xlim[0])), 0.9 * (ylim[1] - ylim[0]) + 0.4)
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.add_subplot()
     fig = ax.figure
