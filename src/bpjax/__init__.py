@@ -8,6 +8,8 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
 * checking it all: :func:`check_gradients`, :func:`check_activation`;
+* the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
+  :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
   once), clamped weights :func:`frozen_mask`, :func:`clamp`;
 * checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`).
@@ -22,6 +24,7 @@ from bpjax.activations import (
 from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
 from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
+from bpjax.drawing import draw_network
 from bpjax.forward import Trace, forward, forward_trace
 from bpjax.gradcheck import (
     GradCheckReport,
@@ -33,6 +36,7 @@ from bpjax.gradcheck import (
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
+from bpjax.paths import ChainPath, ChainRule, Factor, chain_rule_paths, weight_paths
 from bpjax.recursive import recursive_dphi_dw, recursive_grad
 from bpjax.sweep import sweep
 from bpjax.training import FitResult, fit
@@ -41,7 +45,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "ChainPath",
+    "ChainRule",
     "Checkpoint",
+    "Factor",
     "FitResult",
     "GradCheckReport",
     "GradientCheckError",
@@ -51,11 +58,13 @@ __all__ = [
     "Trace",
     "available_activations",
     "backprop",
+    "chain_rule_paths",
     "check_activation",
     "check_gradients",
     "check_params",
     "clamp",
     "deltas",
+    "draw_network",
     "fit",
     "forward",
     "forward_trace",
@@ -71,4 +80,5 @@ __all__ = [
     "save",
     "sweep",
     "value_and_backprop",
+    "weight_paths",
 ]
