@@ -47,10 +47,10 @@ weight. Structural zeros (``bias=False``, absent connections) never change eithe
 **Speed.** The per-sample step is one fused jitted body on vectors: forward pass, deltas
 (equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, with the biases kept apart
 from the other weights. A large layer (``≥ 4096`` weights, none of them clamped or structural
-zeros) defers its rank-1 updates over
-blocks of 16 samples and applies them as one matrix product; every sample still sees the
-weights left by the one before (see :class:`_DeferredW`), so this is Algorithm 1 up to
-floating-point rounding, checked against plain loops to ``1e-10`` in float64.
+zeros) defers its rank-1 updates over blocks of 16 samples and applies them as one matrix
+product; every sample still sees the weights left by the one before (see :class:`_DeferredW`),
+so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
+in float64.
 
 **Stopping.** Training runs ``epochs`` epochs unless it stops earlier, inside the jitted loop:
 
