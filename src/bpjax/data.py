@@ -106,6 +106,10 @@ def check_finite(**arrays) -> None:
     for name, v in arrays.items():
         if v is None or isinstance(v, jax.core.Tracer):
             continue
+        if isinstance(v, jax.Array) and not v.is_fully_addressable:  # spans several hosts
+            if not bool(jnp.all(jnp.isfinite(v))):  # every host runs this reduction
+                raise ValueError(f"{name} holds NaN/Inf value(s)")
+            continue
         v = np.asarray(v)
         if not np.all(np.isfinite(v)):
             bad = np.argwhere(~np.isfinite(v))

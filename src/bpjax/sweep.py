@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bpjax.distributed import model_parallel, on_mesh
 from bpjax.network import Network
 from bpjax.params import Params
 from bpjax.training import (
@@ -91,6 +92,8 @@ def sweep(
     patience: int | None = None,
     min_delta: float = 0.0,
     progress: bool | dict = False,
+    mesh: jax.sharding.Mesh | None = None,
+    model_axis: str = "models",
 ) -> FitResult:
     """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
 
@@ -114,10 +117,15 @@ def sweep(
       patience: as in :func:`bpjax.fit`, shared.
       min_delta: as in :func:`bpjax.fit`, shared.
       progress: a tqdm progress bar, as in :func:`bpjax.fit`.
+      mesh: a :class:`jax.sharding.Mesh`: split the models over the devices of its axis
+        ``model_axis``, ``M/n`` models on each of its ``n`` devices (see
+        :mod:`bpjax.distributed`); ``M`` must be a multiple of ``n``.
+      model_axis: the name of the mesh axis that splits the models.
 
     Returns:
       A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
-      ``val_losses`` are ``(M, epochs)``, NaN after a model stopped.
+      ``val_losses`` are ``(M, epochs)``, NaN after a model stopped. With a mesh, the arrays
+      with a model axis stay split over it.
     """
     M = _models(params)
     if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
@@ -131,6 +139,10 @@ def sweep(
     hyper = _Hyper(*(jnp.broadcast_to(v, (M,)) for v in prep.hyper))
     epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))
     axes = _data_axes(data)
+    if mesh is not None:  # the models split over the mesh: see bpjax.distributed
+        (params, opt_state, hyper, epoch), data = model_parallel(
+            mesh, model_axis, M, (prep.params, prep.opt_state, hyper, epoch), data, axes)
+        prep = prep._replace(params=params, opt_state=opt_state)
 
     loop = _initial_many_jit(net, config, axes, data, prep.params, prep.opt_state, epoch,
                              chunk=_CHUNK)
@@ -147,4 +159,5 @@ def sweep(
         return jax.device_put(np.pad(h, ((0, 0), (0, epochs - h.shape[-1])),
                                   constant_values=np.nan))
 
-    return _result(config, loop, history(losses), history(val_losses))
+    result = _result(config, loop, history(losses), history(val_losses))
+    return result if mesh is None else on_mesh(result, mesh)

@@ -81,6 +81,7 @@ import optax
 from bpjax.backward import _deltas, _gradients, _sample_gradients
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_inputs, as_targets, check_finite, float_dtype
+from bpjax.distributed import data_parallel, on_mesh, shard_batches, to_host
 from bpjax.forward import join, layer_inputs, propagate, propagate_split, split
 from bpjax.loss import squared_loss
 from bpjax.network import Network
@@ -146,6 +147,7 @@ class _Config(NamedTuple):
     validate: bool
     restore_best: bool  # patience given: keep the best weights
     masked: bool  # some weights are frozen or structural zeros
+    batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
 
 
 class _Data(NamedTuple):
@@ -339,6 +341,8 @@ def _epoch_data(config, data, epoch):
         m = m.reshape(config.steps, config.batch)
     X = X.reshape(config.steps, config.batch, X.shape[-1])
     Y = Y.reshape(config.steps, config.batch, Y.shape[-1])
+    if config.batch_sharding is not None:  # data parallel: every batch split over the devices
+        X, Y, m = shard_batches(config.batch_sharding, X, Y, m)
     return X, Y, m
 
 
@@ -762,14 +766,14 @@ def _drive(run, loop, epochs, progress, desc):
             n = min(remaining, bar.epochs_per_call(per_epoch))
             t0 = time.perf_counter()
             loop = run(loop, n)
-            ran = int(np.max(loop.count))
+            ran = int(np.max(to_host(loop.count)))
             per_epoch = (time.perf_counter() - t0) / max(ran, 1)
-            losses.append(np.asarray(loop.losses)[..., :ran])
-            val_losses.append(np.asarray(loop.val_losses)[..., :ran])
+            losses.append(to_host(loop.losses)[..., :ran])
+            val_losses.append(to_host(loop.val_losses)[..., :ran])
             remaining -= ran
             if ran:
                 bar.update(ran, losses[-1][..., -1])
-            if ran < n or np.all(np.asarray(loop.converged | loop.stopped_early | loop.diverged)):
+            if ran < n or np.all(to_host(loop.converged | loop.stopped_early | loop.diverged)):
                 break
     finally:
         bar.close()
@@ -797,6 +801,8 @@ def fit(
     patience: int | None = None,
     min_delta: float = 0.0,
     progress: bool | dict = False,
+    mesh: jax.sharding.Mesh | None = None,
+    data_axis: str = "data",
 ) -> FitResult:
     """Trains ``net`` by gradient descent with the hand-written gradients: Algorithm 1.
 
@@ -834,20 +840,28 @@ def fit(
       min_delta: the improvement ``patience`` asks for, ``≥ 0``.
       progress: show a tqdm progress bar (refreshed about twice a second); a dict is passed
         to ``tqdm`` as keyword arguments.
+      mesh: a :class:`jax.sharding.Mesh`: train data parallel, every batch split over the
+        devices of its axis ``data_axis``, the weights replicated (see
+        :mod:`bpjax.distributed`). The batch size (``N`` for the full batch) must be a
+        multiple of that axis's size; ``batch_size=1`` needs an axis of one device.
+      data_axis: the name of the mesh axis that splits the batches.
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`; with a mesh, ``params`` and ``opt_state`` are replicated on it.
 
     Raises:
       TypeError, ValueError: a bad input, before any work: ``learning_rate ≤ 0`` or not
         finite, ``epochs < 0``, ``batch_size`` outside ``1..N``, NaN or Inf in the data or
         weights, ``frozen`` not shaped like ``params``, ``X`` and ``Y`` of different lengths,
-        an ``opt_state`` that does not fit the optimizer.
+        an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
+        ``data_axis`` or a batch size that does not split evenly over it.
     """
     prep, epochs = _prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta)
+    if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
+        prep = data_parallel(prep, mesh, data_axis)
     config, data, hyper = prep.config, prep.data, prep.hyper
 
     if _is_traced(prep.params, data, hyper, prep.opt_state):
@@ -868,6 +882,8 @@ def fit(
     losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
     val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
     r = _result(config, loop, losses, val_losses)
+    if mesh is not None:
+        r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
     return r._replace(
         epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
         converged=bool(r.converged), stopped_early=bool(r.stopped_early),
