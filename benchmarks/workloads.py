@@ -25,7 +25,8 @@ from benchmarks.report import target
 
 NEEDS_FIT = "needs bp.fit (Algorithm 1, branch `training`), which this checkout does not have"
 NEEDS_SWEEP = (
-    "needs the vmapped many-models trainer (branch `training`), which this checkout does not have"
+    "needs bp.sweep, the vmapped many-models trainer (branch `training`), which this checkout "
+    "does not have"
 )
 
 
@@ -384,20 +385,10 @@ def _w3_targets(r: float | None = None) -> list:
 # --------------------------------------------------------------------------- W4
 
 
-def _sweep_module():
-    """The vmapped many-models trainer, if this checkout has it."""
-    try:
-        from bpjax import sweep  # noqa: F401 - provided by branch `training`
-
-        return sweep
-    except ImportError:
-        return None
-
-
 def _w4_missing() -> str | None:
     if not hasattr(bp, "fit"):
         return NEEDS_FIT
-    if _sweep_module() is None:
+    if not hasattr(bp, "sweep"):
         return NEEDS_SWEEP
     return None
 
@@ -406,9 +397,63 @@ def _w4_config(quick: bool) -> dict:
     return {
         "models": 32 if quick else 256,
         "sizes": (2, 16, 1),
-        "N": 256,
+        "N": 128 if quick else 256,
         "epochs": 5 if quick else 20,
         "repeats": 2 if quick else 3,
+    }
+
+
+def _w4_factories(cfg: dict) -> dict[str, Callable[[], Runner]]:
+    """``M`` nets with their own initial weights and learning rates η_m, per-sample SGD."""
+    net = _mlp_net(cfg["sizes"])
+    M, E = cfg["models"], cfg["epochs"]
+    stacked = jax.vmap(lambda k: bp.init(net, k))(jax.random.split(jax.random.key(6), M))
+    etas = jnp.geomspace(0.05, 2.0, M, dtype=jnp.float32)
+    X, Y = _regression_data(cfg["N"], cfg["sizes"][0], cfg["sizes"][-1], seed=6)
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+
+    def at_once():
+        def run():
+            return _block(bp.sweep(net, stacked, Xj, Yj, learning_rate=etas, epochs=E))
+
+        return Runner(run, lambda res: {"final_losses": np.asarray(res.losses[:, -1])},
+                      _jax_device(), "bp.sweep: one vmapped loop")
+
+    def one_by_one():
+        models = [jax.tree.map(lambda v, m=m: v[m], stacked) for m in range(M)]
+        eta_list = [float(e) for e in etas]
+
+        def run():
+            return [_block(bp.fit(net, p, Xj, Yj, learning_rate=e, epochs=E))
+                    for p, e in zip(models, eta_list)]
+
+        return Runner(run, lambda rs: {"final_losses": np.array([r.losses[-1] for r in rs])},
+                      _jax_device(), "a Python loop of bp.fit")
+
+    return {"at once": at_once, "one after another": one_by_one}
+
+
+def _w4_summary(cfg: dict, t: dict[str, Timing]) -> dict:
+    a, b = t["at once"].summary.pop("final_losses"), t["one after another"].summary.pop(
+        "final_losses")
+    rel = float(np.max(np.abs(a - b) / np.abs(b)))
+    steps = cfg["models"] * cfg["epochs"] * cfg["N"]
+    for tm in t.values():
+        tm.summary["model_steps_per_s"] = steps / tm.median_s
+    r = ratio(t["one after another"].median_s, t["at once"].median_s)
+    return {
+        "ratios": {name: ratio(tm.median_s, t["at once"].median_s) for name, tm in t.items()},
+        "checks": [{
+            "name": "same models",
+            "ok": bool(rel <= 1e-3),
+            "detail": f"final losses of the {cfg['models']} models agree to {rel:.1e} relative "
+            "(tolerance 1e-3)",
+        }],
+        "targets": _w4_targets(r),
+        "notes": [
+            f"Throughput = models × epochs × samples / time = {steps:,} sample steps per call; "
+            "the ratio is the throughput gain of training them at once."
+        ],
     }
 
 
@@ -526,7 +571,7 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             "W4", "a sweep: many 2-16-1 networks at once vs one after another", _w4_config,
-            "at once", missing=_w4_missing, skipped_targets=_w4_targets,
+            "at once", _w4_factories, _w4_summary, _w4_missing, skipped_targets=_w4_targets,
         ),
         Workload(
             "W5", "scaling with the number of weights: backprop vs Algorithm 2 vs jax.grad",
