@@ -97,7 +97,7 @@ def _w1_config(quick: bool) -> dict:
         "N": 512 if quick else 4096,
         "epochs": 1 if quick else 2,
         "learning_rate": 2.0,  # η: each sample step is η/N
-        "repeats": 2 if quick else 3,
+        "repeats": 2 if quick else 5,
     }
 
 
@@ -469,7 +469,7 @@ def _w5_config(quick: bool) -> dict:
         "D": 4,
         "N": 16,
         "fast_widths": (2, 8, 32, 128) if quick else (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        "recursive_widths": (2, 3, 4) if quick else (2, 3, 4, 6, 8),
+        "recursive_widths": (2, 3, 4) if quick else (2, 3, 4, 6, 8, 12, 16),
         "recursive_N": 2 if quick else 4,
         "repeats": 3 if quick else 5,
         "min_time_s": 0.02 if quick else 0.1,
