@@ -7,7 +7,9 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
 * the hand-written backward pass, equations (2)-(4): :func:`backprop`,
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
-* checking it all: :func:`check_gradients`, :func:`check_activation`.
+* checking it all: :func:`check_gradients`, :func:`check_activation`;
+* the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
+  :func:`weight_paths`, and :func:`draw_network` (needs matplotlib).
 """
 
 from bpjax.activations import (
@@ -17,6 +19,7 @@ from bpjax.activations import (
     register_activation,
 )
 from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
+from bpjax.drawing import draw_network
 from bpjax.forward import Trace, forward, forward_trace
 from bpjax.gradcheck import (
     GradCheckReport,
@@ -28,12 +31,16 @@ from bpjax.gradcheck import (
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
+from bpjax.paths import ChainPath, ChainRule, Factor, chain_rule_paths, weight_paths
 from bpjax.recursive import recursive_dphi_dw, recursive_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "ChainPath",
+    "ChainRule",
+    "Factor",
     "GradCheckReport",
     "GradientCheckError",
     "Layer",
@@ -44,8 +51,10 @@ __all__ = [
     "backprop",
     "check_activation",
     "check_gradients",
+    "chain_rule_paths",
     "check_params",
     "deltas",
+    "draw_network",
     "forward",
     "forward_trace",
     "get_activation",
@@ -56,4 +65,5 @@ __all__ = [
     "recursive_grad",
     "register_activation",
     "value_and_backprop",
+    "weight_paths",
 ]
