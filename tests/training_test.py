@@ -234,6 +234,14 @@ def test_optax_sgd_with_rate_1_is_the_plain_step(batch_size):
 ADAM = optax.adam(1.0)
 
 
+def test_learning_rate_is_required_without_optimizer_and_1_with_one():
+    with pytest.raises(TypeError, match=r"learning_rate is required for the plain step"):
+        bp.fit(MLP, PARAMS, X, Y, epochs=1)
+    a = bp.fit(MLP, PARAMS, X, Y, epochs=2, optimizer=optax.adam(0.01))
+    b = bp.fit(MLP, PARAMS, X, Y, learning_rate=1.0, epochs=2, optimizer=optax.adam(0.01))
+    chex.assert_trees_all_equal(a.params, b.params)
+
+
 def test_learning_rate_scales_the_optimizer_updates():
     """w ← w + η u: fit(η, adam(1)) is adam(η) with fit's η = 1."""
     a = bp.fit(MLP, PARAMS, X, Y, learning_rate=0.01, epochs=2, optimizer=ADAM)

@@ -79,7 +79,7 @@ def sweep(
     X,
     Y,
     *,
-    learning_rate,
+    learning_rate=None,
     epochs: int,
     batch_size: int | None = 1,
     optimizer: optax.GradientTransformation | None = None,
@@ -101,7 +101,8 @@ def sweep(
         previous sweep's result, to resume it.
       X: inputs ``(N, D)``, shared.
       Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), shared.
-      learning_rate: ``η > 0``, one for every model or an array ``(M,)``.
+      learning_rate: ``η > 0``, one for every model or an array ``(M,)``; as in
+        :func:`bpjax.fit`, required without an optimizer and 1 by default with one.
       epochs: the number of epochs, at most.
       batch_size: as in :func:`bpjax.fit`.
       optimizer: as in :func:`bpjax.fit`, shared.

@@ -32,9 +32,12 @@ Any optax ``GradientTransformation`` can replace it: it is fed ``G_B`` and retur
 
     u, state ← optimizer.update(G_B, state, w),        w ← w + η u.
 
-So build the optimizer with a learning rate of 1 — ``optax.adam(1.0)``, ``optax.adamw(1.0,
-weight_decay=1e-4)``, ``optax.sgd(1.0, momentum=0.9)`` — and pass ``η`` to ``fit``:
-``optimizer=optax.sgd(1.0)`` is then the plain step. ``learning_rate`` is a traced value, so
+``learning_rate`` defaults to 1 when an optimizer is given, so ``optimizer=optax.adam(1e-3)``
+alone trains at Adam's own rate. To vary the rate between calls without recompiling, build
+the optimizer with a rate of 1 — ``optax.adam(1.0)``, ``optax.adamw(1.0, weight_decay=1e-4)``,
+``optax.sgd(1.0, momentum=0.9)`` — and pass ``η`` to ``fit``: ``optimizer=optax.sgd(1.0)`` is
+then the plain step. (Giving both, ``optax.adam(1e-3)`` and ``learning_rate=1e-3``, multiplies
+them.) ``learning_rate`` is a traced value, so
 changing it never recompiles; so are the data, ``tol``, ``patience`` and ``min_delta``, and
 the number of epochs only sets how many times the compiled loop runs. The optimizer itself is
 part of what is compiled: reuse one optimizer object across calls, and put hyper-parameters
@@ -567,6 +570,12 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
         B = int(batch_size)
         if B > N:
             raise ValueError(f"batch_size must be at most N = {N} (or None), got {B}")
+    if learning_rate is None:
+        if optimizer is None:
+            raise TypeError(
+                "learning_rate is required for the plain step of the paper (optimizer=None); "
+                "with an optax optimizer it defaults to 1 (the optimizer's own rate applies)")
+        learning_rate = 1.0
     eta = _check_learning_rate(learning_rate, models)
     tol = _scalar(tol, "tol", minimum=0, allow_none=True)
     patience = _scalar(patience, "patience", integer=True, minimum=1, allow_none=True)
@@ -776,7 +785,7 @@ def fit(
     X,
     Y,
     *,
-    learning_rate,
+    learning_rate=None,
     epochs: int,
     batch_size: int | None = 1,
     optimizer: optax.GradientTransformation | None = None,
@@ -802,12 +811,16 @@ def fit(
         optimizer state and epoch count.
       X: inputs ``(N, D)``.
       Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
-      learning_rate: ``η > 0``. With an optimizer, it scales the optimizer's updates.
+      learning_rate: ``η > 0``; required with ``optimizer=None``. With an optimizer it scales
+        the optimizer's updates and defaults to 1, so ``optimizer=optax.adam(1e-3)`` alone
+        trains at Adam's rate 1e-3.
       epochs: the number of epochs ``T ≥ 0`` (passes over the data), at most.
       batch_size: ``1`` (Algorithm 1), ``B`` in ``1..N`` (minibatches; the last one holds
         ``N mod B`` samples when ``B`` does not divide ``N``), or ``None`` (full batch).
-      optimizer: an optax ``GradientTransformation`` built with a learning rate of 1 (e.g.
-        ``optax.adam(1.0)``), or ``None`` for the plain step of the paper.
+      optimizer: an optax ``GradientTransformation``, or ``None`` for the plain step of the
+        paper. Either give it its own rate (``optax.adam(1e-3)``, no ``learning_rate``), or
+        build it with rate 1 (``optax.adam(1.0)``) and pass ``learning_rate``, which can then
+        change between calls without recompiling.
       frozen: optional boolean masks shaped like ``params``; ``True`` clamps ``w^l_jk`` (see
         :func:`bpjax.frozen_mask` and :func:`bpjax.clamp`).
       opt_state: the optimizer state to start from (default ``optimizer.init(params)``).
