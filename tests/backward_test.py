@@ -229,8 +229,8 @@ def test_dag_worked_by_hand():
                                [-0.8, -1.6, -0.4, -0.8, -2.5], rtol=1e-13)
 
 
-# _gradients forms [Σ_i δ ; φ_inᵀ δ] in one of two equal ways, chosen by N < N_l (a product with
-# the homogenised inputs) or not (a concatenation): N below, at and above the layer sizes 4.
+# _gradients forms [Σ_i δ ; φ_inᵀ δ] in one of two equal ways, chosen by 4 N <= N_l (a product
+# with the homogenised inputs) or not (a concatenation): layers of 4, N = 1 and N = 3, 4, 9.
 BOTH_WAYS = bp.Network(3, [
     bp.Layer(4, "tanh"),
     bp.Layer(4, ("square", "tanh", "identity", "logistic"), bias=False,
