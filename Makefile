@@ -21,8 +21,20 @@ test: $(STAMP)
 experiments: $(STAMP)
 	$(PY) experiments/run_all.py
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
+# The benchmark's competitors (scikit-learn from the `bench` extra; PyTorch, a bench-only
+# dependency pinned to the local CPU build) are installed once, on the first `make bench`.
+# BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS=--quick`.
+TORCH_VERSION := 2.13.0
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null \
+	  || $(PY) -m pip install --quiet 'torch==$(TORCH_VERSION)'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests experiments benchmarks

@@ -227,3 +227,27 @@ def test_dag_worked_by_hand():
     rec = bp.recursive_grad(net, params, x, y)
     np.testing.assert_allclose(np.concatenate([rec[0][:, 0], rec[1][:, 0]]),
                                [-0.8, -1.6, -0.4, -0.8, -2.5], rtol=1e-13)
+
+
+# _gradients forms [Σ_i δ ; φ_inᵀ δ] in one of two equal ways, chosen by 4 N <= N_l (a product
+# with the homogenised inputs) or not (a concatenation): layers of 4, N = 1 and N = 3, 4, 9.
+BOTH_WAYS = bp.Network(3, [
+    bp.Layer(4, "tanh"),
+    bp.Layer(4, ("square", "tanh", "identity", "logistic"), bias=False,
+             adjacency=((True, False, True, True),) * 2 + ((False, True, True, True),) * 2),
+    bp.Layer(2, "identity", bias=False, inputs=(0, 2)),
+])
+
+
+@pytest.mark.parametrize("N", [1, 3, 4, 9])
+def test_both_ways_of_forming_the_gradient_match_the_reference(N):
+    params = random_params(BOTH_WAYS, 7)
+    X, Y = random_data(BOTH_WAYS, N, 7)
+    grads = bp.backprop(BOTH_WAYS, params, X, Y)
+    assert_close_to_reference(grads, reference_grad(BOTH_WAYS, params, X, Y), rtol=1e-10)
+    per = bp.per_example_backprop(BOTH_WAYS, params, X, Y)
+    assert_close_to_reference([g.mean(0) for g in per], grads, 1e-12)
+    for l in (2, 3):  # structural zeros: no bias, absent connections
+        mask = BOTH_WAYS.structure(l)
+        assert np.all(np.asarray(grads[l - 1])[~mask] == 0)
+        assert np.all(np.asarray(per[l - 1])[:, ~mask] == 0)
