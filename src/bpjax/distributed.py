@@ -34,6 +34,8 @@ place what the code does not; results come back on the mesh that was given.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
@@ -42,6 +44,7 @@ from jax.sharding import PartitionSpec as P
 __all__: list[str] = []  # used through fit(..., mesh=) and sweep(..., mesh=)
 
 
+@functools.lru_cache(maxsize=16)
 def _auto(mesh: Mesh) -> Mesh:
     """The same devices and axis names, every axis ``Auto`` (sharding left to the compiler)."""
     if all(t == AxisType.Auto for t in mesh.axis_types):
@@ -79,16 +82,24 @@ def _place(v, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def _put(tree, sharding: NamedSharding):
-    """``tree``'s arrays placed with ``sharding`` (``None`` leaves stay ``None``)."""
-    return jax.tree.map(lambda v: _place(v, sharding), tree)
+def _put(tree, shardings):
+    """``tree``'s arrays placed with ``shardings``: one for all, or a tree shaped like ``tree``.
+
+    One batched ``jax.device_put`` on one process; array by array across several.
+    """
+    one = isinstance(shardings, NamedSharding)
+    if all(s.is_fully_addressable for s in ([shardings] if one else jax.tree.leaves(shardings))):
+        return jax.device_put(tree, shardings)
+    if one:
+        return jax.tree.map(lambda v: _place(v, shardings), tree)
+    return jax.tree.map(_place, tree, shardings)
 
 
-def _rows(mesh: Mesh, axis: str, n: int, v):
+def _rows(mesh: Mesh, axis: str, n: int, v) -> NamedSharding | None:
     """``v`` split along its first axis, or replicated when ``n`` does not divide it."""
     if v is None:
         return None
-    return _place(v, NamedSharding(mesh, P(axis) if v.shape[0] % n == 0 else P()))
+    return NamedSharding(mesh, P(axis) if v.shape[0] % n == 0 else P())
 
 
 def data_parallel(prep, mesh, axis: str):
@@ -127,15 +138,14 @@ def data_parallel(prep, mesh, axis: str):
         raise ValueError(
             f"{which} must be a multiple of the {n} devices of mesh axis {axis!r}: each device "
             f"takes an equal share of every batch")
-    replicated = NamedSharding(mesh, P())
-    data = prep.data
-    data = data._replace(
-        X=_rows(mesh, axis, n, data.X), Y=_rows(mesh, axis, n, data.Y),
-        X_val=_rows(mesh, axis, n, data.X_val), Y_val=_rows(mesh, axis, n, data.Y_val),
-        trainable=_put(data.trainable, replicated), key=_put(data.key, replicated))
+    d = prep.data
+    samples = (d.X, d.Y, d.X_val, d.Y_val)
+    X, Y, X_val, Y_val = _put(samples, tuple(_rows(mesh, axis, n, v) for v in samples))
+    params, opt_state, hyper, trainable, key = _put(
+        (prep.params, prep.opt_state, prep.hyper, d.trainable, d.key), NamedSharding(mesh, P()))
     return prep._replace(
-        params=_put(prep.params, replicated), opt_state=_put(prep.opt_state, replicated),
-        data=data, hyper=_put(prep.hyper, replicated),
+        params=params, opt_state=opt_state, hyper=hyper,
+        data=d._replace(X=X, Y=Y, X_val=X_val, Y_val=Y_val, trainable=trainable, key=key),
         config=config._replace(batch_sharding=NamedSharding(mesh, P(None, axis))))
 
 
@@ -186,10 +196,10 @@ def on_mesh(tree, mesh: Mesh):
     def relabel(v):
         s = getattr(v, "sharding", None)
         if isinstance(s, NamedSharding) and s.mesh.devices.shape == mesh.devices.shape:
-            return jax.device_put(v, NamedSharding(mesh, s.spec))
-        return v
+            return NamedSharding(mesh, s.spec)
+        return s  # not computed on the mesh (e.g. histories already on the host): as it is
 
-    return jax.tree.map(relabel, tree)
+    return _put(tree, jax.tree.map(relabel, tree))
 
 
 def to_host(v) -> np.ndarray:
