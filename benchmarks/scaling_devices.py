@@ -13,14 +13,16 @@ Inside it, two competitors per workload are timed with the harness of ``benchmar
   ``fit(..., batch_size=B, mesh=...)``, every batch split over the ``n`` devices; the same
   weights come out up to float32 rounding (the largest relative difference is reported);
 * ``sweep``: ``M`` models of Algorithm 1 (``batch_size=1``), unsharded against
-  ``sweep(..., mesh=...)`` with ``M/n`` models per device (the same numbers exactly: each
-  model's arithmetic does not change).
+  ``sweep(..., mesh=...)`` with ``M/n`` models per device (the same numbers up to float32
+  rounding: XLA may vectorise a batch of ``M/n`` models differently from one of ``M``).
 
 **What this measures on a CPU.** Host "devices" made by the XLA flag are slices of the same
 CPU: on a machine with 2 cores they share those 2 cores, and one device alone already uses
 several threads for its matrix products. So on such a machine the ratio ``mesh / one device``
 measures the overhead of partitioning and of the collectives (and that the results are
 right), not a speed-up; speed-ups need devices with their own compute (GPUs, TPU cores).
+Where the ratio drops below 1 on a CPU, the devices kept busy cores that one device left
+idle (the per-sample loop of a sweep is made of small operations): at most the core count.
 Run this script on such a machine for that: ``--devices`` takes the counts to try, up to the
 local device count when the flag is not used (see ``--real-devices``).
 """
@@ -44,7 +46,7 @@ from benchmarks import harness, report  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 SIZES = {  # full run / --quick
-    False: dict(D=16, hidden=64, N=8192, B=512, epochs=4, M=64, sweep_N=256, sweep_epochs=4,
+    False: dict(D=16, hidden=256, N=8192, B=512, epochs=2, M=256, sweep_N=512, sweep_epochs=2,
                 repeats=7),
     True: dict(D=4, hidden=8, N=256, B=32, epochs=2, M=8, sweep_N=32, sweep_epochs=2,
                repeats=2),
@@ -199,8 +201,11 @@ def main(argv=None) -> None:
                          f"all sharing the same {os.cpu_count()} CPU cores") if on_cpu else
                         f"{jax.devices()[0].device_kind} devices",
         "caveat": ("This measures correctness and the overhead of partitioning and "
-                   "collectives, not a speed-up: the n devices share one CPU, and one device "
-                   "alone already uses several threads.") if on_cpu else
+                   "collectives, not a speed-up from more hardware: the n devices share one "
+                   "CPU, and one device alone already uses several threads for its matrix "
+                   "products. A ratio below 1 means the n devices kept busy cores that one "
+                   f"device left idle (at most {os.cpu_count()}x here), typically in the "
+                   "sweep, whose per-sample loop is made of small operations.") if on_cpu else
                   "Each device has its own compute: the ratio is the scaling.",
         "runs": runs,
     }

@@ -12,7 +12,9 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
   once), clamped weights :func:`frozen_mask`, :func:`clamp`;
-* checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`).
+* checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`);
+* many devices and hosts (:mod:`bpjax.distributed`): ``fit(..., mesh=)`` splits every batch
+  over a device mesh, ``sweep(..., mesh=)`` splits the models.
 """
 
 from bpjax.activations import (

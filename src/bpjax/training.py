@@ -55,6 +55,10 @@ product; every sample still sees the weights left by the one before (see :class:
 so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
 in float64.
 
+**Many devices.** With ``mesh=``, every batch is split over the devices of the mesh axis
+``data_axis`` and the weights are replicated; ``jax.jit``'s SPMD partitioner adds the devices'
+shares of ``G_B`` with one all-reduce per step (:mod:`bpjax.distributed`).
+
 **Stopping.** Training runs ``epochs`` epochs unless it stops earlier, inside the jitted loop:
 
 * ``tol``: once the training loss (1) is ``≤ tol`` ("until convergence");
