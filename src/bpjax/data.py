@@ -14,15 +14,27 @@ import numpy as np
 
 from bpjax.network import Network
 
-__all__ = ["as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype"]
+__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype"]
 
 
 def float_dtype(*arrays) -> jnp.dtype:
     """The floating dtype of a computation: the promoted dtype of its arrays."""
+    dtypes = {getattr(a, "dtype", None) for a in arrays}
+    if len(dtypes) == 1 and jnp.issubdtype(next(iter(dtypes)) or object, jnp.floating):
+        dtype = next(iter(dtypes))  # the common case, without jnp.result_type's overhead
+        if dtype.itemsize <= 4 or jax.config.jax_enable_x64:
+            return dtype
     dtype = jnp.result_type(*arrays)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(dtype, float)
     return dtype
+
+
+def as_dtype(v, dtype) -> jax.Array:
+    """``v`` as a JAX array of ``dtype``; a JAX array that already is one is returned as is."""
+    if isinstance(v, jax.Array) and v.dtype == dtype:
+        return v
+    return jnp.asarray(v, dtype)
 
 
 def _shape(v, name):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from bpjax import activations
-from bpjax.data import as_inputs, float_dtype
+from bpjax.data import as_dtype, as_inputs, float_dtype
 from bpjax.network import Network
 from bpjax.params import Params, check_params, structural
 
@@ -69,8 +69,7 @@ def prepare(net: Network, params, X):
     params = check_params(net, params)
     X, single = as_inputs(net, X)
     dtype = float_dtype(X, *params)
-    params = tuple(jnp.asarray(w, dtype) for w in params)
-    return params, jnp.asarray(X, dtype), single
+    return tuple(as_dtype(w, dtype) for w in params), as_dtype(X, dtype), single
 
 
 @jax.jit(static_argnums=0)

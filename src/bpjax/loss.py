@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bpjax.data import as_targets, as_weights
+from bpjax.data import as_dtype, as_targets, as_weights
 from bpjax.forward import prepare, propagate
 from bpjax.network import Network
 from bpjax.params import Params, structural
@@ -55,7 +55,7 @@ def prepare_supervised(net: Network, params, X, Y, weights=None):
     params, X2, single = prepare(net, params, X)
     Y2 = as_targets(net, Y, X2.shape[0], single)
     s = as_weights(weights, X2.shape[0])
-    return params, X2, jnp.asarray(Y2, X2.dtype), s
+    return params, X2, as_dtype(Y2, X2.dtype), s
 
 
 def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:

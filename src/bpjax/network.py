@@ -203,7 +203,7 @@ class Network:
 
     # --- structure -------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def sizes(self) -> tuple[int, ...]:
         """``(N_0, N_1, …, N_L)`` with ``N_0 = D`` and ``N_L = d``."""
         return (self.inputs, *(layer.size for layer in self.layers))
@@ -226,8 +226,12 @@ class Network:
 
     def sources(self, l: int) -> tuple[int, ...]:
         """The layers that layer ``l`` reads, in concatenation order."""
-        inputs = self.layer(l).inputs
-        return (l - 1,) if inputs is None else inputs
+        return self._sources[l - 1] if 1 <= l <= self.depth else self.layer(l).inputs
+
+    @functools.cached_property
+    def _sources(self) -> tuple[tuple[int, ...], ...]:
+        return tuple((l - 1,) if layer.inputs is None else layer.inputs
+                     for l, layer in enumerate(self.layers, start=1))
 
     def consumers(self, l: int) -> tuple[int, ...]:
         """The layers that read layer ``l`` (``0 ≤ l < L``)."""
@@ -246,26 +250,36 @@ class Network:
             start += self.sizes[s]
         return tuple(out)
 
-    @property
+    @functools.cached_property
     def shapes(self) -> tuple[tuple[int, int], ...]:
         """The shape ``(1 + fan_in, N_l)`` of each ``params[l-1]``."""
         return tuple((1 + self.fan_in(l), self.layer(l).size) for l in range(1, self.depth + 1))
 
     def structure(self, l: int) -> np.ndarray:
-        """Boolean ``(1 + fan_in, N_l)``: True where ``w^l_jk`` exists, False for a structural 0."""
-        layer = self.layer(l)
-        m = np.ones(self.shapes[l - 1], dtype=bool)
-        m[0] = layer.bias
-        if layer.adjacency is not None:
-            m[1:] = np.array(layer.adjacency, dtype=bool)
-        return m
+        """Boolean ``(1 + fan_in, N_l)``: True where ``w^l_jk`` exists, False for a structural 0.
+
+        The array is read-only (it is computed once per network).
+        """
+        self.layer(l)  # checks the index
+        return self._structures[l - 1]
+
+    @functools.cached_property
+    def _structures(self) -> tuple[np.ndarray, ...]:
+        out = []
+        for layer, shape in zip(self.layers, self.shapes):
+            m = np.ones(shape, dtype=bool)
+            m[0] = layer.bias
+            if layer.adjacency is not None:
+                m[1:] = np.array(layer.adjacency, dtype=bool)
+            m.setflags(write=False)
+            out.append(m)
+        return tuple(out)
 
     def is_dense(self, l: int) -> bool:
         """Whether layer ``l`` has no structural zeros (a bias and every connection)."""
-        layer = self.layer(l)
-        return layer.bias and (layer.adjacency is None or all(map(all, layer.adjacency)))
+        return bool(self.structure(l).all())
 
-    @property
+    @functools.cached_property
     def num_params(self) -> int:
         """The number of weights ``w^l_jk`` in θ, structural zeros excluded."""
         return int(sum(self.structure(l).sum() for l in range(1, self.depth + 1)))
