@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import bpjax as bp
 from conftest import (
+    DAG_NETS,
     assert_close_to_reference,
     networks,
     random_data,
@@ -170,3 +171,59 @@ def test_no_autodiff_in_the_backward_module():
     code = source.split('"""', 2)[2]  # skip the module docstring, which names jax.grad
     for name in ("jax.grad", "jax.vjp", "jax.jvp", "value_and_grad", "linearize"):
         assert name not in code
+
+
+# --- DAGs -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(DAG_NETS))
+def test_backprop_on_explicit_dags(name):
+    net = DAG_NETS[name]
+    params = random_params(net, 11)
+    X, Y = random_data(net, 5, 11)
+    grads = bp.backprop(net, params, X, Y)
+    assert_close_to_reference(grads, reference_grad(net, params, X, Y), rtol=1e-10)
+    for l, g in enumerate(grads, start=1):  # structural zeros: exactly 0
+        assert np.all(np.asarray(g)[~net.structure(l)] == 0)
+    per = bp.per_example_backprop(net, params, X, Y)
+    assert_close_to_reference([g.mean(0) for g in per], grads, rtol=1e-12)
+    jitted = jax.jit(bp.backprop, static_argnums=0)(net, params, X, Y)
+    chex.assert_trees_all_close(jitted, grads, rtol=1e-13)
+
+
+def test_fan_out_deltas_sum_over_every_consumer():
+    # Layer 1 of "fan_out" feeds layers 2, 3 and 4, so (3) gives, in plain numpy,
+    #   ∂L/∂φ^1 = δ^2 (w^2_{1:})ᵀ + δ^3 (w^3_{1:})ᵀ + δ^4 (w^4 rows of φ^1)ᵀ,   δ^1 = ∂L/∂φ^1 ⊙ tanh'(a^1)
+    net = DAG_NETS["fan_out"]
+    params = random_params(net, 12)
+    X, Y = random_data(net, 4, 12)
+    delta = [None] + [np.asarray(d) for d in bp.deltas(net, params, X, Y)[1:]]
+    w = [np.asarray(p) for p in params]
+    assert net.consumers(1) == (2, 3, 4) and net.blocks(4)[0] == (1, slice(1, 4))
+    dL_dphi1 = delta[2] @ w[1][1:].T + delta[3] @ w[2][1:].T + delta[4] @ w[3][1:4].T
+    a1 = np.asarray(bp.forward_trace(net, params, X).a[1])
+    np.testing.assert_allclose(delta[1], dL_dphi1 * (1 - np.tanh(a1) ** 2), rtol=1e-12)
+
+
+def test_dag_worked_by_hand():
+    # D = 1, x = 2, y = 1, N = 1. Layer 1: one "square" neuron. Layer 2 (output): identity,
+    # inputs=(0, 1), so its rows are j = 0 (bias), j = 1 (x, the skip), j = 2 (φ^1_1).
+    #   a^1 = w^1_01 + w^1_11 x = 0.5 + 1.0·2 = 2.5          φ^1 = (a^1)² = 6.25
+    #   a^2 = w^2_01 + w^2_11 x + w^2_21 φ^1 = 0.1 − 2 + 0.4·6.25 = 0.6,   φ^2 = 0.6
+    #   L = ½ (0.6 − 1)² = 0.08
+    #   δ^2 = (φ^2 − y) · 1 = −0.4
+    #   ∂L/∂w^2 = δ^2 · (1, x, φ^1) = (−0.4, −0.8, −2.5)
+    #   ∂L/∂φ^1 = δ^2 w^2_21 = −0.16  (x is not a function of θ: the skip adds nothing here)
+    #   δ^1 = −0.16 · 2a^1 = −0.8
+    #   ∂L/∂w^1 = δ^1 · (1, x) = (−0.8, −1.6)
+    net = bp.Network(1, [bp.Layer(1, "square"), bp.Layer(1, "identity", inputs=(0, 1))])
+    params = (jnp.array([[0.5], [1.0]]), jnp.array([[0.1], [-1.0], [0.4]]))
+    x, y = jnp.array([2.0]), jnp.array([1.0])
+    value, grads = bp.value_and_backprop(net, params, x, y)
+    np.testing.assert_allclose(value, 0.08, rtol=1e-13)
+    np.testing.assert_allclose(grads[1][:, 0], [-0.4, -0.8, -2.5], rtol=1e-13)
+    np.testing.assert_allclose(grads[0][:, 0], [-0.8, -1.6], rtol=1e-13)
+    delta = bp.deltas(net, params, x, y)
+    np.testing.assert_allclose([delta[1][0, 0], delta[2][0, 0]], [-0.8, -0.4], rtol=1e-13)
+    rec = bp.recursive_grad(net, params, x, y)
+    np.testing.assert_allclose(np.concatenate([rec[0][:, 0], rec[1][:, 0]]),
+                               [-0.8, -1.6, -0.4, -0.8, -2.5], rtol=1e-13)

@@ -135,3 +135,31 @@ def quadratic_net():
         inputs=2,
         layers=[bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity", bias=False)],
     )
+
+
+# Explicit DAGs, shared by the test files so each compiles once per worker. Each names the
+# situation the issue asks for; the hypothesis strategy above covers the rest at random.
+_EYE = np.eye(6, 2, dtype=bool) | np.eye(6, 2, -3, dtype=bool)  # (6, 2): rows 1,4 → k=1; 2,5 → k=2
+DAG_NETS = {
+    # layer 1 feeds layers 2, 3 and 4 (fan-out); the output reads three layers
+    "fan_out": bp.Network(2, [bp.Layer(3, "tanh"), bp.Layer(2, "logistic"),
+                              bp.Layer(2, ("relu", "square"), inputs=(1,)),
+                              bp.Layer(1, "identity", inputs=(1, 2, 3))]),
+    # the input x feeds the output directly, next to the hidden layer
+    "x_to_output": bp.Network(3, [bp.Layer(4, ("tanh", "softplus", "square", "logistic")),
+                                  bp.Layer(2, "identity", inputs=(0, 1))]),
+    # inputs listed out of order: the rows of w^l follow the order given
+    "unsorted_inputs": bp.Network(2, [bp.Layer(3, "tanh"),
+                                      bp.Layer(2, "square", inputs=(1, 0)),
+                                      bp.Layer(2, "identity", inputs=(2, 0, 1))]),
+    # adjacency masks, bias=False, and a skip from x, all at once
+    "masked_skip": bp.Network(3, [
+        bp.Layer(3, "tanh", bias=False,
+                 adjacency=[[1, 0, 0], [0, 1, 0], [1, 0, 1]]),
+        bp.Layer(2, ("softplus", "tanh"), inputs=(0, 1), adjacency=_EYE),
+        bp.Layer(2, "identity", inputs=(0, 2), bias=False,
+                 adjacency=[[1, 0], [0, 0], [0, 1], [1, 1], [0, 1]]),
+    ]),
+    # the output reads only x: layer 1 feeds nothing, so its gradient is 0 (equation (4))
+    "dead_layer": bp.Network(2, [bp.Layer(3, "tanh"), bp.Layer(1, "identity", inputs=(0,))]),
+}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bpjax as bp
-from conftest import random_data, random_params
+from conftest import DAG_NETS, random_data, random_params
 
 NET = bp.Network(3, [bp.Layer(4, ("tanh", "relu", "softplus", "square")),
                      bp.Layer(2, "logistic", inputs=(0, 1))])
@@ -79,3 +79,31 @@ def test_nan_in_data_is_refused():
     X, Y = random_data(NET, 3, 0)
     with pytest.raises(ValueError, match=r"X holds 1 NaN/Inf value\(s\), first at index \(1, 2\)"):
         bp.check_gradients(NET, params, X.at[1, 2].set(np.nan), Y)
+
+
+@pytest.mark.parametrize("name", ["fan_out", "masked_skip", "dead_layer"])
+def test_check_gradients_on_dags(name):
+    net = DAG_NETS[name]
+    params = random_params(net, 3)
+    X, Y = random_data(net, 4, 3)
+    report = bp.check_gradients(net, params, X, Y, finite_differences=True)
+    assert report.ok and len(report.against_finite_differences) == net.depth
+    assert all(r.max_rel < 1e-12 for r in report.against_autodiff)
+
+
+def test_check_gradients_catches_a_wrong_skip_connection_gradient(monkeypatch):
+    # corrupt ∂L/∂w^3_(1,1), the skip connection from x[1] straight into the output
+    net = DAG_NETS["masked_skip"]
+    assert net.structure(3)[1, 0] and net.sources(3)[0] == 0
+    params = random_params(net, 4)
+    X, Y = random_data(net, 3, 4)
+    import bpjax.gradcheck as gc
+    honest = gc.loss_and_gradients_jit
+
+    def corrupt(net, p, X, Y, s):
+        value, grads = honest(net, p, X, Y, s)
+        return value, (*grads[:2], grads[2].at[1, 0].add(1e-3))
+
+    monkeypatch.setattr(gc, "loss_and_gradients_jit", corrupt)
+    report = bp.check_gradients(net, params, X, Y, raise_on_failure=False)
+    assert not report.ok and report.worst == (3, 1, 1)

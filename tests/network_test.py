@@ -41,6 +41,15 @@ def test_dag_structure():
     assert not net.is_feedforward
 
 
+def test_fan_out_and_input_to_output_structure():
+    net = bp.Network(2, [bp.Layer(3), bp.Layer(2), bp.Layer(2, inputs=(1,)),
+                         bp.Layer(1, inputs=(0, 1, 2, 3))])
+    assert net.consumers(1) == (2, 3, 4) and net.consumers(0) == (1, 4)
+    assert net.fan_in(4) == 2 + 3 + 2 + 2 and net.shapes[3] == (10, 1)
+    assert [s for s, _ in net.blocks(4)] == [0, 1, 2, 3]
+    assert "0,1,2,3" in net.summary()
+
+
 def test_structure_masks():
     adj = np.array([[1, 0], [1, 1], [0, 1]], bool)
     net = bp.Network(3, [bp.Layer(2, "tanh", adjacency=adj, bias=False)])
@@ -62,6 +71,13 @@ BAD_LAYERS = [
     (dict(size=2, inputs=(0, 0)), ValueError, r"names a layer twice"),
     (dict(size=2, adjacency=np.ones((3, 4), bool)), ValueError, r"shape \(fan_in, 2\)"),
     (dict(size=2, bias="yes"), TypeError, r"bias must be True or False"),
+    (dict(size=2, inputs="01"), TypeError, r"inputs must be a tuple of layer indices, got '01'"),
+    (dict(size=2, inputs=(0, 1.5)), ValueError, r"layer indices >= 0 \(0 is the input x\), got 1.5"),
+    (dict(size=2, adjacency=np.ones(2, bool)), ValueError,
+     r"adjacency must have shape \(fan_in, 2\), got shape \(2,\)"),
+    (dict(size=2, adjacency=[[1, 0], [1]]), ValueError,
+     r"adjacency must be a rectangular \(fan_in, 2\) boolean array"),
+    (dict(size=2, adjacency=[[1, 0.5], [1, 1]]), ValueError, r"adjacency must hold booleans"),
 ]
 
 
@@ -79,11 +95,27 @@ BAD_NETWORKS = [
     (lambda: bp.Network(2, [bp.Layer(2, inputs=(1,))]), ValueError,
      r"layer 1 reads layer 1 \(itself\).*must be a DAG"),
     (lambda: bp.Network(2, [bp.Layer(2), bp.Layer(1, inputs=(0, 3))]), ValueError,
-     r"layer 2 reads layer 3 \(a later layer\)"),
+     r"layer 2 reads layer 3, which is out of range: this network has layers 0..2"),
     (lambda: bp.Network(2, [bp.Layer(2, adjacency=np.ones((3, 2), bool))]), ValueError,
      r"adjacency must have shape \(fan_in, N_l\) = \(2, 2\), got \(3, 2\)"),
     (lambda: bp.Network(2, [bp.Layer(2, adjacency=[[1, 0], [1, 0]])]), ValueError,
      r"leaves neuron \(l=1, k=2\) with no inputs"),
+    # the list for DAGs: a cycle (itself or a later layer), an index out of range, an
+    # adjacency of the wrong shape or leaving a neuron without inputs, on deeper networks
+    (lambda: bp.Network(2, [bp.Layer(2), bp.Layer(2, inputs=(0, 2)), bp.Layer(1)]), ValueError,
+     r"layer 2 reads layer 2 \(itself\): inputs must name earlier layers 0..1 \(0 is the "
+     r"input x\); a network must be a DAG"),
+    (lambda: bp.Network(2, [bp.Layer(2, inputs=(0,)), bp.Layer(2, inputs=(3,)), bp.Layer(1)]),
+     ValueError, r"layer 2 reads layer 3 \(a later layer\).*must be a DAG"),
+    (lambda: bp.Network(2, [bp.Layer(2), bp.Layer(1, inputs=(0, 5))]), ValueError,
+     r"layer 2 reads layer 5, which is out of range: this network has layers 0..2 \(0 is the "
+     r"input x\)"),
+    (lambda: bp.Network(2, [bp.Layer(3), bp.Layer(1, inputs=(0, 1), adjacency=np.ones((3, 1)))]),
+     ValueError, r"layer 2 adjacency must have shape \(fan_in, N_l\) = \(5, 1\), got \(3, 1\)"),
+    (lambda: bp.Network(2, [bp.Layer(3), bp.Layer(2, inputs=(0, 1), bias=False,
+                                                  adjacency=[[1, 0]] * 4 + [[0, 0]])]),
+     ValueError, r"layer 2 adjacency leaves neuron \(l=2, k=2\) with no inputs: column 1 is "
+                 r"all False"),
 ]
 
 

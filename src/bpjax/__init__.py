@@ -7,7 +7,12 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
 * the hand-written backward pass, equations (2)-(4): :func:`backprop`,
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
-* checking it all: :func:`check_gradients`, :func:`check_activation`.
+* checking it all: :func:`check_gradients`, :func:`check_activation`;
+* the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
+  :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
+* Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
+  once), clamped weights :func:`frozen_mask`, :func:`clamp`;
+* checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`).
 """
 
 from bpjax.activations import (
@@ -17,6 +22,9 @@ from bpjax.activations import (
     register_activation,
 )
 from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
+from bpjax.checkpoint import Checkpoint, load, save
+from bpjax.clamping import clamp, frozen_mask
+from bpjax.drawing import draw_network
 from bpjax.forward import Trace, forward, forward_trace
 from bpjax.gradcheck import (
     GradCheckReport,
@@ -28,12 +36,20 @@ from bpjax.gradcheck import (
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
+from bpjax.paths import ChainPath, ChainRule, Factor, chain_rule_paths, weight_paths
 from bpjax.recursive import recursive_dphi_dw, recursive_grad
+from bpjax.sweep import sweep
+from bpjax.training import FitResult, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "ChainPath",
+    "ChainRule",
+    "Checkpoint",
+    "Factor",
+    "FitResult",
     "GradCheckReport",
     "GradientCheckError",
     "Layer",
@@ -42,18 +58,27 @@ __all__ = [
     "Trace",
     "available_activations",
     "backprop",
+    "chain_rule_paths",
     "check_activation",
     "check_gradients",
     "check_params",
+    "clamp",
     "deltas",
+    "draw_network",
+    "fit",
     "forward",
     "forward_trace",
+    "frozen_mask",
     "get_activation",
     "init",
+    "load",
     "loss",
     "per_example_backprop",
     "recursive_dphi_dw",
     "recursive_grad",
     "register_activation",
+    "save",
+    "sweep",
     "value_and_backprop",
+    "weight_paths",
 ]

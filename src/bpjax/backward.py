@@ -11,6 +11,7 @@ outputs, one backward sweep over the layers:
 | (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``           | ``dL_dphi[s] += delta[l] @ w[rows].T`` |
 | ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``   | ``grad[m] = [Σ_i δ^m ; φ_inᵀ δ^m]``    |
 | (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``    | nothing: only ``δ^m`` reaches ``w^m``  |
+| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)              | ``_sample_gradients``: ``φ_in ⊗ δ^m``  |
 
 In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
 every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to
@@ -23,11 +24,13 @@ and in :mod:`bpjax.gradcheck`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
 from bpjax import activations
-from bpjax.forward import Trace, layer_inputs, propagate
+from bpjax.forward import Trace, layer_inputs, propagate, split
 from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
 from bpjax.network import Network
 from bpjax.params import Params, structural
@@ -35,14 +38,19 @@ from bpjax.params import Params, structural
 __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
-def _deltas(net: Network, params: Params, tr: Trace, g: jax.Array) -> tuple:
-    """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``."""
+def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array) -> tuple:
+    """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``.
+
+    ``W[l-1]`` is ``w^l`` without its bias row (``params[l-1][1:]``, see
+    :func:`bpjax.forward.split`): the bias never carries an error backwards. Works on a batch
+    (``g`` of shape ``(N, d)``) and on one sample (``g`` of shape ``(d,)``) alike.
+    """
     L = net.depth
     dL_dphi: list = [None] * (L + 1)
     dL_dphi[L] = g
     delta: list = [None] * (L + 1)
     for l in range(L, 0, -1):
-        layer, w = net.layer(l), params[l - 1]
+        layer, w = net.layer(l), W[l - 1]
         if dL_dphi[l] is None:  # no path from layer l to the output: every ∂φ^L/∂w^l is 0
             delta[l] = jnp.zeros_like(tr.a[l])
             continue
@@ -50,7 +58,9 @@ def _deltas(net: Network, params: Params, tr: Trace, g: jax.Array) -> tuple:
         for s, rows in net.blocks(l):
             if s == 0:  # φ^0 = x does not depend on θ
                 continue
-            back = delta[l] @ w[rows].T  # (3): Σ_k w^l_jk δ^l_k
+            rows = slice(rows.start - 1, rows.stop - 1)  # W has no bias row
+            d = delta[l]  # (3): Σ_k w^l_jk δ^l_k, as W δ for one sample (no transposed copy)
+            back = w[rows] @ d if d.ndim == 1 else d @ w[rows].T
             dL_dphi[s] = back if dL_dphi[s] is None else dL_dphi[s] + back
     return tuple(delta)
 
@@ -71,6 +81,20 @@ def _gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     return tuple(grads)
 
 
+def _sample_gradients(net: Network, tr: Trace, delta: tuple) -> tuple[tuple, tuple]:
+    """One sample's ``(∂/∂w0, ∂/∂W)``: ``δ^l`` and the rank-1 ``φ_in ⊗ δ^l``, split like
+    :func:`bpjax.forward.split`; ``tr`` and ``delta`` hold vectors ``(N_l,)``."""
+    g0, gW = [], []
+    for l, layer in enumerate(net.layers, start=1):
+        d = delta[l]
+        g0.append(d if layer.bias else jnp.zeros_like(d))  # ∂a^l_r/∂w^l_0r = 1
+        gw = jnp.outer(layer_inputs(net, tr.phi, l), d)  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p
+        if layer.adjacency is not None:
+            gw = jnp.where(net.structure(l)[1:], gw, jnp.zeros((), gw.dtype))
+        gW.append(gw)
+    return tuple(g0), tuple(gW)
+
+
 def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     """Per-sample ``[δ^l_i ; φ_in,i ⊗ δ^l_i]``, shape ``(N, 1 + fan_in, N_l)`` per layer."""
     grads = []
@@ -89,7 +113,7 @@ def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
     """Loss (1) and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s))
+    delta = _deltas(net, split(params)[1], tr, dloss_dphi(tr.phi[-1], Y, s))
     return squared_loss(tr.phi[-1], Y, s), _gradients(net, tr, delta)
 
 
@@ -100,7 +124,7 @@ loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
 def _per_example_jit(net, params, X, Y):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, params, tr, tr.phi[-1] - Y)  # sample i's term, without the 1/N
+    delta = _deltas(net, split(params)[1], tr, tr.phi[-1] - Y)  # sample i's term, without the 1/N
     return _per_example_gradients(net, tr, delta)
 
 
@@ -108,7 +132,7 @@ def _per_example_jit(net, params, X, Y):
 def _deltas_jit(net, params, X, Y, s):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    return _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s))
+    return _deltas(net, split(params)[1], tr, dloss_dphi(tr.phi[-1], Y, s))
 
 
 def value_and_backprop(net: Network, params: Params, X, Y, weights=None):

@@ -51,17 +51,35 @@ def layer_inputs(net: Network, phi: Sequence, l: int) -> jax.Array:
     return jnp.concatenate([phi[s] for s in sources], axis=-1)
 
 
-def propagate(net: Network, params: Params, X: jax.Array) -> Trace:
-    """The forward trace for ``X`` of shape ``(..., D)``, params already structural."""
+def split(params: Params) -> tuple[tuple, tuple]:
+    """``(w0, W)``: the biases ``w0[l-1] = w^l_0·`` ``(N_l,)`` and ``W[l-1] = w^l_{j≥1,·}``."""
+    return tuple(w[0] for w in params), tuple(w[1:] for w in params)
+
+
+def join(w0: Sequence, W: Sequence) -> Params:
+    """The inverse of :func:`split`: ``params[l-1] = [w0[l-1] ; W[l-1]]``."""
+    return tuple(jnp.concatenate([b[None], w], axis=0) for b, w in zip(w0, W))
+
+
+def propagate_split(net: Network, w0: Sequence, W: Sequence, X: jax.Array) -> Trace:
+    """The forward trace for ``X`` of shape ``(..., D)`` from split, structural weights.
+
+    The training loop keeps the bias row ``w0`` apart from the rows ``W`` (``j ≥ 1``) so that
+    one sample's step works on vectors and updates each array in place.
+    """
     a, phi = [None], [X]
     for l, layer in enumerate(net.layers, start=1):
-        w = params[l - 1]
-        a_l = layer_inputs(net, phi, l) @ w[1:]
+        a_l = layer_inputs(net, phi, l) @ W[l - 1]
         if layer.bias:
-            a_l = a_l + w[0]
+            a_l = a_l + w0[l - 1]
         a.append(a_l)
         phi.append(activations.phi(layer.activations, a_l))
     return Trace(tuple(a), tuple(phi))
+
+
+def propagate(net: Network, params: Params, X: jax.Array) -> Trace:
+    """The forward trace for ``X`` of shape ``(..., D)``, params already structural."""
+    return propagate_split(net, *split(params), X)
 
 
 def prepare(net: Network, params, X):

@@ -105,7 +105,13 @@ class Layer:
             raise TypeError(f"Layer bias must be True or False, got {self.bias!r}")
 
         if self.adjacency is not None:
-            m = np.asarray(self.adjacency)
+            try:
+                m = np.asarray(self.adjacency)
+            except ValueError:  # ragged rows
+                raise ValueError(
+                    f"Layer adjacency must be a rectangular (fan_in, {self.size}) boolean array, "
+                    f"got rows of different lengths"
+                ) from None
             if m.ndim != 2 or m.shape[1] != self.size:
                 raise ValueError(
                     f"Layer adjacency must have shape (fan_in, {self.size}), got shape {m.shape}"
@@ -178,6 +184,11 @@ class Network:
         sizes = (self.inputs, *(layer.size for layer in layers))
         for l, layer in enumerate(layers, start=1):
             for s in self.sources(l):
+                if s > len(layers):
+                    raise ValueError(
+                        f"layer {l} reads layer {s}, which is out of range: this network has "
+                        f"layers 0..{len(layers)} (0 is the input x)"
+                    )
                 if s >= l:
                     what = "itself" if s == l else "a later layer"
                     raise ValueError(

@@ -97,7 +97,10 @@ class _Sample:
 def _samples(net: Network, params, X, Y=None):
     params = check_params(net, params)
     X2, single = as_inputs(net, X)
-    w = [np.asarray(p, np.float64) * net.structure(l) for l, p in enumerate(params, start=1)]
+    # np.where, not a product with the mask: NaN or Inf stored in a structural zero is ignored,
+    # as in bpjax.params.structural.
+    w = [np.where(net.structure(l), np.asarray(p, np.float64), 0.0)
+         for l, p in enumerate(params, start=1)]
     X2 = np.asarray(X2, np.float64)
     Y2 = np.zeros((len(X2), net.outputs)) if Y is None else as_targets(net, Y, len(X2), single)
     Y2 = np.asarray(Y2, np.float64)
@@ -149,7 +152,11 @@ def recursive_dphi_dw(net: Network, params: Params, x, l: int, k: int, m: int, p
         raise ValueError(
             f"weight w^{m}_({p},{r}) is not in the network (params shapes {net.shapes})"
         )
-    _, (sample,) = _samples(net, params, np.asarray(x)[None] if np.ndim(x) == 1 else x)
+    if np.shape(x) not in ((net.inputs,), (1, net.inputs)):
+        raise ValueError(
+            f"x must be one input of shape (D,) = ({net.inputs},), got shape {np.shape(x)}"
+        )
+    _, (sample,) = _samples(net, params, np.reshape(x, (1, net.inputs)))
     if not net.structure(m)[p, r - 1]:
         return 0.0
     return float(sample.dphi_dw(l, k, m, p, r))

@@ -1,0 +1,150 @@
+"""Many models at once: :func:`sweep` trains ``M`` networks of one architecture in one call.
+
+Every model runs :func:`bpjax.fit`'s loop — the same steps, stopping rules and results — and
+``jax.vmap`` turns the ``M`` loops into one, so small networks share each step's work: ``256``
+networks of ``2-16-1`` train far faster together than one after another. The models differ by
+their initial weights, their learning rates, and optionally their shuffling keys; they share
+the data, the optimizer and the clamps.
+
+Results come as one :class:`bpjax.FitResult` whose fields carry a leading model axis:
+``params[l-1]`` is ``(M, 1 + fan_in, N_l)``, ``losses`` is ``(M, epochs)`` (NaN after a model
+stopped) and the scalars are arrays ``(M,)``. Model ``m``'s result is
+``jax.tree.map(lambda v: v[m], result)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bpjax.network import Network
+from bpjax.params import Params
+from bpjax.training import (
+    _CHUNK,
+    FitResult,
+    _Data,
+    _drive,
+    _Hyper,
+    _initial_loop,
+    _loop,
+    _prepare,
+    _result,
+)
+
+__all__ = ["sweep"]
+
+
+def _models(params) -> int:
+    """``M``, read from the leading axis of ``params`` (or of a previous result's)."""
+    inner = getattr(params, "params", params)
+    try:
+        first = inner[0]
+        shape = np.shape(first)
+    except (TypeError, IndexError, KeyError) as e:
+        raise TypeError(
+            f"params must be a tuple of arrays with a leading model axis, "
+            f"got {type(params).__name__}") from e
+    if len(shape) != 3:
+        raise ValueError(
+            f"params[0] must have shape (M, 1 + fan_in, N_1) with a leading model axis, got "
+            f"shape {shape}; stack models with jax.vmap(lambda k: bp.init(net, k))(keys)")
+    return shape[0]
+
+
+def _data_axes(data: _Data) -> _Data:
+    """The data are shared by every model, except shuffling keys given one per model."""
+    key_axis = 0 if data.key is not None and data.key.ndim == 1 else None
+    return _Data(X=None, Y=None, X_val=None, Y_val=None, trainable=None, key=key_axis)
+
+
+@partial(jax.jit, static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
+def _loop_many_jit(net, optimizer, config, axes, loop, data, hyper, n):
+    one = lambda loop, data, hyper: _loop(net, optimizer, config, loop, data, hyper, n)
+    return jax.vmap(one, in_axes=(0, axes, 0))(loop, data, hyper)
+
+
+@partial(jax.jit, static_argnames=("net", "config", "axes", "chunk"))
+def _initial_many_jit(net, config, axes, data, params, opt_state, epoch, chunk):
+    one = lambda data, p, s, e: _initial_loop(net, config, data, p, s, e, chunk)
+    return jax.vmap(one, in_axes=(axes, 0, 0, 0))(data, params, opt_state, epoch)
+
+
+def sweep(
+    net: Network,
+    params: Params | FitResult,
+    X,
+    Y,
+    *,
+    learning_rate=None,
+    epochs: int,
+    batch_size: int | None = 1,
+    optimizer: optax.GradientTransformation | None = None,
+    frozen: Params | None = None,
+    opt_state=None,
+    shuffle: jax.Array | None = None,
+    validation: tuple | None = None,
+    tol: float | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    progress: bool | dict = False,
+) -> FitResult:
+    """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
+
+    Args:
+      net: the network, shared by every model.
+      params: initial weights with a leading model axis, ``params[l-1]`` of shape
+        ``(M, 1 + fan_in, N_l)``, e.g. ``jax.vmap(lambda k: bp.init(net, k))(keys)``; or a
+        previous sweep's result, to resume it.
+      X: inputs ``(N, D)``, shared.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), shared.
+      learning_rate: ``η > 0``, one for every model or an array ``(M,)``; as in
+        :func:`bpjax.fit`, required without an optimizer and 1 by default with one.
+      epochs: the number of epochs, at most.
+      batch_size: as in :func:`bpjax.fit`.
+      optimizer: as in :func:`bpjax.fit`, shared.
+      frozen: boolean masks shaped like one model's ``params``, shared.
+      opt_state: the optimizer states, with a leading model axis.
+      shuffle: one ``jax.random.key`` for all models, or an array of ``M`` keys (one each).
+      validation: optional ``(X_val, Y_val)``, shared.
+      tol: as in :func:`bpjax.fit`, shared.
+      patience: as in :func:`bpjax.fit`, shared.
+      min_delta: as in :func:`bpjax.fit`, shared.
+      progress: a tqdm progress bar, as in :func:`bpjax.fit`.
+
+    Returns:
+      A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
+      ``val_losses`` are ``(M, epochs)``, NaN after a model stopped.
+    """
+    M = _models(params)
+    if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
+        raise ValueError(
+            f"shuffle must be one key or an array of M = {M} keys, got shape {shuffle.shape}")
+    prep, epochs = _prepare(
+        net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
+        validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
+    config, data = prep.config, prep.data
+    hyper = _Hyper(*(jnp.broadcast_to(v, (M,)) for v in prep.hyper))
+    epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))
+    axes = _data_axes(data)
+
+    loop = _initial_many_jit(net, config, axes, data, prep.params, prep.opt_state, epoch,
+                             chunk=_CHUNK)
+
+    def run(loop, n):
+        return _loop_many_jit(net, optimizer, config, axes, loop, data, hyper,
+                              jnp.asarray(n, jnp.int32))
+
+    loop, losses, val_losses = _drive(run, loop, epochs, progress, "sweep")
+    dtype = prep.params[0].dtype
+
+    def history(chunks):
+        h = np.concatenate(chunks, axis=-1) if chunks else np.zeros((M, 0), dtype)
+        return jax.device_put(np.pad(h, ((0, 0), (0, epochs - h.shape[-1])),
+                                  constant_values=np.nan))
+
+    return _result(config, loop, history(losses), history(val_losses))

@@ -1,0 +1,135 @@
+"""Drawing networks: one line per existing connection, skips curved, the green path."""
+
+import sys
+
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.patches import Circle, FancyArrowPatch, Rectangle  # noqa: E402
+
+import bpjax as bp  # noqa: E402
+from bpjax.drawing import HIGHLIGHT  # noqa: E402
+from conftest import DAG_NETS  # noqa: E402
+
+FIG2 = bp.Network(2, [bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity", bias=False)])
+FEEDFORWARD = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(3, "relu"), bp.Layer(2, "identity")])
+NETS = {"figure_2": FIG2, "feedforward": FEEDFORWARD, **DAG_NETS}
+
+
+def _edges(fig):
+    """gid → patch for every drawn connection."""
+    (ax,) = fig.axes
+    return {p.get_gid(): p for p in ax.patches
+            if isinstance(p, FancyArrowPatch) and (p.get_gid() or "").startswith("w^")}
+
+
+def _existing(net):
+    return {f"w^{l}_({j},{k + 1})" for l in range(1, net.depth + 1)
+            for j, k in zip(*net.structure(l).nonzero())}
+
+
+def _green(fig):
+    return {gid for gid, p in _edges(fig).items() if to_hex(p.get_edgecolor()) == HIGHLIGHT}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_one_line_per_existing_connection(name):
+    net = NETS[name]
+    fig = bp.draw_network(net)
+    edges = _edges(fig)
+    assert len(edges) == net.num_params  # structural zeros are not drawn
+    assert set(edges) == _existing(net)
+    (ax,) = fig.axes
+    nodes = [p for p in ax.patches if (p.get_gid() or "").startswith("node(")]
+    assert len(nodes) == sum(net.sizes)
+    assert sum(isinstance(p, Rectangle) for p in nodes) == net.inputs  # x as squares
+    assert sum(isinstance(p, Circle) for p in nodes) == sum(net.sizes[1:])
+    bias_nodes = {p.get_gid() for p in ax.patches if (p.get_gid() or "").startswith("bias(")}
+    assert bias_nodes == {f"bias({l})" for l in range(1, net.depth + 1) if net.layer(l).bias}
+    assert not _green(fig)
+
+
+def test_skip_connections_are_curved():
+    net = DAG_NETS["fan_out"]  # layer 4 reads layers 1, 2 and 3; layer 3 reads layer 1
+    edges = _edges(bp.draw_network(net))
+    for l in range(1, net.depth + 1):
+        for s, rows in net.blocks(l):
+            for j in range(rows.start, rows.stop):
+                rad = edges[f"w^{l}_({j},1)"].get_connectionstyle().rad
+                assert (rad != 0) == (s < l - 1), (l, j, s)
+
+
+def test_figure_2_green_path():
+    # the paper's figure 2: ∂L/∂w^1_21 follows x[2] → (1,1) → (2,1): the lines w^1_(2,1), w^2_(1,1)
+    fig = bp.draw_network(FIG2, highlight=(1, 2, 1))
+    assert _green(fig) == {"w^1_(2,1)", "w^2_(1,1)"}
+    (ax,) = fig.axes
+    lit = {p.get_gid() for p in ax.patches if (p.get_gid() or "").startswith("node(")
+           and to_hex(p.get_edgecolor()) == HIGHLIGHT}
+    assert lit == {"node(0,2)", "node(1,1)", "node(2,1)"}
+    assert "w^{1}_{2,1}" in ax.get_title() and "1 path" in ax.get_title()
+
+
+@pytest.mark.parametrize("name, weight, output", [
+    ("fan_out", (1, 2, 1), None),
+    ("masked_skip", (1, 3, 1), None),
+    ("masked_skip", (2, 1, 1), 2),
+    ("x_to_output", (1, 0, 3), 1),
+    ("dead_layer", (1, 1, 2), None),  # no path: only the weight's own line is green
+])
+def test_highlight_draws_the_weights_paths(name, weight, output):
+    net = NETS[name]
+    fig = bp.draw_network(net, highlight=weight, output=output)
+    m, p, r = weight
+    expected = {f"w^{m}_({p},{r})"}
+    for path in bp.weight_paths(net, weight, output):
+        for (s, i), (l, k) in zip(path, path[1:]):
+            expected.add(f"w^{l}_({dict(net.blocks(l))[s].start + i - 1},{k})")
+    assert _green(fig) == expected
+    assert len(_edges(fig)) == net.num_params
+
+
+def test_draws_into_a_given_axes_and_saves(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    assert bp.draw_network(FIG2, ax=ax2, label_weights=True, title="fig 2") is fig
+    assert ax2.get_title() == "fig 2" and not ax1.patches
+    labels = {t.get_text() for t in ax2.texts if t.get_text().startswith("$w^")}
+    assert labels == {"$w^{1}_{0,1}$", "$w^{1}_{1,1}$", "$w^{1}_{2,1}$", "$w^{1}_{0,2}$",
+                      "$w^{1}_{1,2}$", "$w^{1}_{2,2}$", "$w^{2}_{1,1}$", "$w^{2}_{2,1}$"}
+    out = tmp_path / "net.png"
+    bp.draw_network(DAG_NETS["masked_skip"], highlight=(1, 3, 1)).savefig(out)
+    assert out.stat().st_size > 1000
+
+
+def test_missing_matplotlib_is_a_clear_import_error(monkeypatch):
+    for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"needs matplotlib.*pip install matplotlib"):
+        bp.draw_network(FIG2)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(net="net"), TypeError, r"draw_network expects a bpjax.Network, got str"),
+    (dict(highlight=(1, 5, 1)), ValueError, r"weight w\^1_\(5,1\) is not in the network"),
+    (dict(highlight=(1, 1, 1), output=2), ValueError, r"output neuron k must be an int in 1..1"),
+    (dict(output=1), ValueError, r"output= selects the highlighted paths: pass highlight"),
+])
+def test_bad_arguments(kwargs, error, message):
+    net = kwargs.pop("net", FIG2)
+    with pytest.raises(error, match=message):
+        bp.draw_network(net, **kwargs)
+
+
+def test_importing_bpjax_does_not_import_matplotlib():
+    import subprocess
+
+    code = "import sys, bpjax; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
