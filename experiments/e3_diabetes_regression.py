@@ -180,7 +180,7 @@ def experiment() -> Section:
     ax.axhline(mse(linear), color="gray", ls=":", label="linear regression: test MSE")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean squared error (target units²)")
-    ax.set_ylim(0, 2.5 * mse(linear))
+    ax.set_ylim(0, 1.6 * mse(linear))
     ax.set_title(f"10-16-16-1 tanh on diabetes, seed {SEEDS[0]}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
