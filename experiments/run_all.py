@@ -29,7 +29,8 @@ def main() -> int:
         print(f"[{i}/{len(keys)}] {key} ...", flush=True)
         t = time.perf_counter()
         section = report.run(importlib.import_module(key).experiment)
-        print(f"[{i}/{len(keys)}] {key} done in {time.perf_counter() - t:.1f} s", flush=True)
+        print(f"[{i}/{len(keys)}] {key} done in {time.perf_counter() - t:.1f} s "
+              f"({time.perf_counter() - start:.0f} s so far)", flush=True)
         del section
     path = report.build_report()
     print(f"all done in {time.perf_counter() - start:.0f} s: {path}")
