@@ -37,7 +37,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests experiments benchmarks
+	$(VENV)/bin/ruff check src tests experiments benchmarks examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -95,7 +95,11 @@ def fit_float32_adam_shuffled():
               shuffle=jax.random.key(3))
     single = bp.fit(NET, params(np.float32), X, Y, **kw)
     sharded = bp.fit(NET, params(np.float32), X, Y, mesh=mesh(), **kw)
-    return compare(sharded, single)
+    out = compare(sharded, single)
+    # Resuming a data-parallel result (Adam's state and the epoch count come along).
+    out["resumed"] = compare(bp.fit(NET, sharded, X, Y, mesh=mesh(), **kw),
+                             bp.fit(NET, single, X, Y, **kw))
+    return out
 
 
 def fit_float64_padded_batches_validation_patience():
