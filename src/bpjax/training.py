@@ -53,7 +53,8 @@ from the other weights. A large layer (``≥ 4096`` weights, none of them clampe
 zeros) defers its rank-1 updates over blocks of 16 samples and applies them as one matrix
 product; every sample still sees the weights left by the one before (see :class:`_DeferredW`),
 so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
-in float64.
+in float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
+``_SEQUENTIAL_CPU``): its steps are too small and too sequential to share between cores.
 
 **Many devices.** With ``mesh=``, every batch is split over the devices of the mesh axis
 ``data_axis`` and the weights are replicated; ``jax.jit``'s SPMD partitioner adds the devices'
@@ -205,12 +206,12 @@ def _apply(w, step, mask):
 
 
 class _DeferredW:
-    """A layer's weights ``w^l_{j≥1,k}`` in the middle of a block of samples: ``W + A Bᵀ``.
+    """A layer's weights ``w^l_{j≥1,k}`` in the middle of a block of samples: ``W + Aᵀ B``.
 
     Algorithm 1 changes every weight after every sample by a rank-1 term,
-    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``. Inside a block the terms are kept as the columns of
-    ``A = −(η/N) [φ_in(x_i)]`` ``(fan_in, block)`` and ``B = [δ^l(x_i)]`` ``(N_l, block)`` (zero
-    columns for samples to come), and the current weights are applied to vectors without being
+    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``. Inside a block the terms are kept as the rows of
+    ``A = −(η/N) [φ_in(x_i)]`` ``(block, fan_in)`` and ``B = [δ^l(x_i)]`` ``(block, N_l)`` (zero
+    rows for samples to come), and the current weights are applied to vectors without being
     formed — the same numbers as the updated matrix, up to rounding. One matrix product folds
     them into ``W`` at the end of the block: the large matrix is read twice per sample and
     written once per block, instead of read three times and written once per sample.
@@ -221,14 +222,14 @@ class _DeferredW:
     def __init__(self, W, A, B):
         self.W, self.A, self.B = W, A, B
 
-    def __rmatmul__(self, h):  # a^l = φ_in (W + A Bᵀ)
-        return h @ self.W + self.B @ (h @ self.A)
+    def __rmatmul__(self, h):  # a^l = φ_in (W + Aᵀ B)
+        return h @ self.W + (self.A @ h) @ self.B
 
-    def __matmul__(self, d):  # equation (3): (W + A Bᵀ) δ
-        return self.W @ d + self.A @ (d @ self.B)
+    def __matmul__(self, d):  # equation (3): (W + Aᵀ B) δ
+        return self.W @ d + (self.B @ d) @ self.A
 
     def __getitem__(self, rows):  # the rows j that multiply one source's φ (a DAG's block)
-        return _DeferredW(self.W[rows], self.A[rows], self.B)
+        return _DeferredW(self.W[rows], self.A[:, rows], self.B)
 
 
 def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
@@ -255,8 +256,8 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
             W[l - 1] = _apply(W[l - 1], -eta_over_N * gW[l - 1], mW[l - 1])
         else:  # gW[l-1] = φ_in ⊗ δ^l, kept as its two factors
             phi_in = layer_inputs(net, tr.phi, l)
-            A[l - 1] = A[l - 1].at[:, i].set(-eta_over_N * phi_in)
-            B[l - 1] = B[l - 1].at[:, i].set(delta[l])
+            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * phi_in, i, 0)
+            B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], i, 0)
     return (w0, tuple(W), tuple(A), tuple(B)), None
 
 
@@ -278,13 +279,13 @@ def _algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     if blocks:
         def block(theta, xy):
             w0, W = theta
-            A = tuple(jnp.zeros((w.shape[0], _BLOCK), w.dtype) if d else None
+            A = tuple(jnp.zeros((_BLOCK, w.shape[0]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
-            B = tuple(jnp.zeros((w.shape[1], _BLOCK), w.dtype) if d else None
+            B = tuple(jnp.zeros((_BLOCK, w.shape[1]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
             (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B), (*xy, jnp.arange(_BLOCK)),
                                             unroll=2)
-            W = tuple(w if a is None else w + a @ b.T for w, a, b in zip(W, A, B))
+            W = tuple(w if a is None else w + a.T @ b for w, a, b in zip(W, A, B))
             return (w0, W), None
 
         n = blocks * _BLOCK
@@ -430,9 +431,26 @@ def _loop(net, optimizer, config, loop, data, hyper, n):
     return jax.lax.while_loop(cond, body, loop)
 
 
-@partial(jax.jit, static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
-def _loop_jit(net, optimizer, config, loop, data, hyper, n):
-    return _loop(net, optimizer, config, loop, data, hyper, n)
+_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
+_loop_jit = jax.jit(_loop, **_LOOP_STATIC)
+
+# XLA:CPU runs independent operations, and large elementwise ones split in parts, on a pool of
+# threads. A per-sample step is a long chain of small operations on weights that stay in one
+# core's cache: handing parts of it to another core costs more than it saves (measured: one
+# W1 step 20 µs → 12 µs on 2 cores). Without parallel task assignment the step stays on the
+# calling thread; copy insertion with region analysis drops the copies XLA otherwise makes of
+# the carried factors of _DeferredW in every step.
+_SEQUENTIAL_CPU = {
+    "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
+    "xla_cpu_copy_insertion_use_region_analysis": True,
+}
+_loop_sequential_jit = jax.jit(_loop, compiler_options=_SEQUENTIAL_CPU, **_LOOP_STATIC)
+
+
+def _loop_compiled(config, data):
+    """The compiled loop for ``config``: per-sample steps on a CPU run on one thread."""
+    cpu = all(d.platform == "cpu" for d in data.X.devices())
+    return _loop_sequential_jit if cpu and config.batch == 1 else _loop_jit
 
 
 # --- checking and preparing the inputs -------------------------------------------------------
@@ -875,8 +893,10 @@ def fit(
         loop = _loop(net, optimizer, config, loop, data, hyper, epochs)
         return _result(config, loop, loop.losses, loop.val_losses)
 
+    loop_jit = _loop_compiled(config, data)
+
     def run(loop, n):
-        return _loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
+        return loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
 
     loop = _initial_loop_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
                              chunk=_CHUNK)
