@@ -244,9 +244,6 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
     tr = propagate_split(net, w0, weights, x)
     delta = _deltas(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
-    # Every read of the old weights (forward, equation (3)) is done before any is updated:
-    # this lets XLA update them in place instead of copying them.
-    tr, delta, w0, W, A, B = jax.lax.optimization_barrier((tr, delta, w0, W, A, B))
     g0, gW = _sample_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(_apply(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
@@ -443,6 +440,7 @@ _loop_jit = jax.jit(_loop, **_LOOP_STATIC)
 _SEQUENTIAL_CPU = {
     "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
     "xla_cpu_copy_insertion_use_region_analysis": True,
+    "xla_cpu_experimental_ynn_fusion_type": "",
 }
 _loop_sequential_jit = jax.jit(_loop, compiler_options=_SEQUENTIAL_CPU, **_LOOP_STATIC)
 
