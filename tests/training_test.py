@@ -181,6 +181,35 @@ def test_large_layers_of_a_dag_are_still_algorithm_1():
         np.testing.assert_allclose(w, ref, rtol=1e-10, atol=1e-12)
 
 
+def _compiled_loop_text(batch_size):
+    """The compiled loop that fit uses for WIDE with ``batch_size``, as HLO text."""
+    from bpjax import training
+
+    params = random_params(WIDE, 4)
+    Xw, Yw = random_data(WIDE, 37, 4)
+    prep, _ = training._prepare(
+        WIDE, params, Xw, Yw, learning_rate=1.0, epochs=1, batch_size=batch_size,
+        optimizer=None, frozen=None, opt_state=None, shuffle=None, validation=None, tol=None,
+        patience=None, min_delta=0.0)
+    loop = training._initial_loop_jit(WIDE, prep.config, prep.data, prep.params, prep.opt_state,
+                                      prep.epoch, chunk=training._CHUNK)
+    sequential = training._sequential(prep.config, prep.data)
+    jit = training._loop_sequential_jit if sequential else training._loop_jit
+    text = jit.lower(WIDE, None, prep.config, loop, prep.data, prep.hyper,
+                     jnp.asarray(1, jnp.int32)).compile().as_text()
+    return sequential, text
+
+
+def test_per_sample_loop_on_a_cpu_is_compiled_for_one_thread():
+    # Algorithm 1 (batch_size=1) on a CPU: no operation split over threads, no YNNPACK call;
+    # minibatches keep XLA's defaults.
+    sequential, text = _compiled_loop_text(1)
+    assert sequential == (jax.default_backend() == "cpu")
+    if sequential:
+        assert "outer_dimension_partitions" not in text and "__ynn_fusion" not in text
+    assert not _compiled_loop_text(4)[0]
+
+
 def test_one_step_worked_by_hand():
     # x ∈ R¹ → one "square" neuron → one "identity" neuron without bias; one sample, N = 1.
     #   w^1_01 = 0.5, w^1_11 = 1, w^2_11 = 2, x = 1, y = 3, η = 0.1.

@@ -61,6 +61,22 @@ def join(w0: Sequence, W: Sequence) -> Params:
     return tuple(jnp.concatenate([b[None], w], axis=0) for b, w in zip(w0, W))
 
 
+_BROADCAST_MAX = 64  # weights of a layer whose batched product is a broadcast multiply and sum
+
+
+def _weighted_sum(phi: jax.Array, w) -> jax.Array:
+    """``Σ_{j≥1} φ_j w_jk`` for ``phi (..., fan_in)`` and ``w (fan_in, N_l)``.
+
+    For a batch through a small layer (at most ``_BROADCAST_MAX`` weights) the sum is a
+    broadcast multiply and a reduction: XLA:CPU fuses it with what follows, where a matrix
+    product with an inner dimension of a few entries is slow, and under ``jax.vmap`` (many
+    models, :func:`bpjax.sweep`) the product of every model would be transposed afterwards.
+    """
+    if phi.ndim > 1 and isinstance(w, jax.Array) and w.size <= _BROADCAST_MAX:
+        return (phi[..., :, None] * w).sum(axis=-2)
+    return phi @ w
+
+
 def propagate_split(net: Network, w0: Sequence, W: Sequence, X: jax.Array) -> Trace:
     """The forward trace for ``X`` of shape ``(..., D)`` from split, structural weights.
 
@@ -69,7 +85,7 @@ def propagate_split(net: Network, w0: Sequence, W: Sequence, X: jax.Array) -> Tr
     """
     a, phi = [None], [X]
     for l, layer in enumerate(net.layers, start=1):
-        a_l = layer_inputs(net, phi, l) @ W[l - 1]
+        a_l = _weighted_sum(layer_inputs(net, phi, l), W[l - 1])
         if layer.bias:
             a_l = a_l + w0[l - 1]
         a.append(a_l)

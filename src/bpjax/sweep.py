@@ -26,6 +26,7 @@ from bpjax.network import Network
 from bpjax.params import Params
 from bpjax.training import (
     _CHUNK,
+    _SEQUENTIAL_CPU,
     FitResult,
     _Data,
     _drive,
@@ -34,6 +35,7 @@ from bpjax.training import (
     _loop,
     _prepare,
     _result,
+    _sequential,
 )
 
 __all__ = ["sweep"]
@@ -62,10 +64,14 @@ def _data_axes(data: _Data) -> _Data:
     return _Data(X=None, Y=None, X_val=None, Y_val=None, trainable=None, key=key_axis)
 
 
-@partial(jax.jit, static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
-def _loop_many_jit(net, optimizer, config, axes, loop, data, hyper, n):
+def _loop_many(net, optimizer, config, axes, loop, data, hyper, n):
     one = lambda loop, data, hyper: _loop(net, optimizer, config, loop, data, hyper, n)
     return jax.vmap(one, in_axes=(0, axes, 0))(loop, data, hyper)
+
+
+_STATIC = dict(static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
+_loop_many_jit = jax.jit(_loop_many, **_STATIC)
+_loop_many_sequential_jit = jax.jit(_loop_many, compiler_options=_SEQUENTIAL_CPU, **_STATIC)
 
 
 @partial(jax.jit, static_argnames=("net", "config", "axes", "chunk"))
@@ -147,9 +153,10 @@ def sweep(
     loop = _initial_many_jit(net, config, axes, data, prep.params, prep.opt_state, epoch,
                              chunk=_CHUNK)
 
+    loop_jit = _loop_many_sequential_jit if _sequential(config, data) else _loop_many_jit
+
     def run(loop, n):
-        return _loop_many_jit(net, optimizer, config, axes, loop, data, hyper,
-                              jnp.asarray(n, jnp.int32))
+        return loop_jit(net, optimizer, config, axes, loop, data, hyper, jnp.asarray(n, jnp.int32))
 
     loop, losses, val_losses = _drive(run, loop, epochs, progress, "sweep")
     dtype = prep.params[0].dtype

@@ -431,24 +431,28 @@ def _loop(net, optimizer, config, loop, data, hyper, n):
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
 _loop_jit = jax.jit(_loop, **_LOOP_STATIC)
 
-# XLA:CPU runs independent operations, and large elementwise ones split in parts, on a pool of
-# threads. A per-sample step is a long chain of small operations on weights that stay in one
-# core's cache: handing parts of it to another core costs more than it saves (measured: one
-# W1 step 20 µs → 12 µs on 2 cores). Without parallel task assignment the step stays on the
-# calling thread; copy insertion with region analysis drops the copies XLA otherwise makes of
-# the carried factors of _DeferredW in every step.
+# How XLA:CPU compiles a loop of per-sample steps (fit and sweep with batch_size=1), measured
+# on 2 cores (benchmarks W1, W2, W4):
+# * XLA:CPU runs independent operations, and large elementwise ones split in parts, on a pool
+#   of threads. A per-sample step is a long chain of small operations on weights that stay in
+#   one core's cache: handing parts of it to another core costs more than it saves. Without
+#   parallel task assignment the step stays on the calling thread (W1: 20 → 12 µs a step).
+# * Copy insertion with region analysis drops the copies XLA otherwise makes of the carried
+#   factors of _DeferredW in every step.
+# * YNNPACK fusions cost ~0.1 ms to launch: 7x the whole loss (1) of a small network each epoch.
+# * 512-bit vectors where the CPU has them: the matrix-vector products of a step (W1: -15%).
 _SEQUENTIAL_CPU = {
     "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
     "xla_cpu_copy_insertion_use_region_analysis": True,
     "xla_cpu_experimental_ynn_fusion_type": "",
+    "xla_cpu_prefer_vector_width": 512,
 }
 _loop_sequential_jit = jax.jit(_loop, compiler_options=_SEQUENTIAL_CPU, **_LOOP_STATIC)
 
 
-def _loop_compiled(config, data):
-    """The compiled loop for ``config``: per-sample steps on a CPU run on one thread."""
-    cpu = all(d.platform == "cpu" for d in data.X.devices())
-    return _loop_sequential_jit if cpu and config.batch == 1 else _loop_jit
+def _sequential(config, data) -> bool:
+    """Whether the loop takes per-sample steps on a CPU (compile it with ``_SEQUENTIAL_CPU``)."""
+    return config.batch == 1 and all(d.platform == "cpu" for d in data.X.devices())
 
 
 # --- checking and preparing the inputs -------------------------------------------------------
@@ -891,7 +895,7 @@ def fit(
         loop = _loop(net, optimizer, config, loop, data, hyper, epochs)
         return _result(config, loop, loop.losses, loop.val_losses)
 
-    loop_jit = _loop_compiled(config, data)
+    loop_jit = _loop_sequential_jit if _sequential(config, data) else _loop_jit
 
     def run(loop, n):
         return loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
