@@ -229,8 +229,10 @@ def test_dag_worked_by_hand():
                                [-0.8, -1.6, -0.4, -0.8, -2.5], rtol=1e-13)
 
 
-# _gradients forms [Σ_i δ ; φ_inᵀ δ] in one of two equal ways, chosen by 4 N <= N_l (a product
-# with the homogenised inputs) or not (a concatenation): layers of 4, N = 1 and N = 3, 4, 9.
+# The forward pass, equation (3) and the gradients take one of two equal forms per layer,
+# chosen by 4 N <= N_l: with the homogenised inputs [φ_0 | φ_in] and the whole of w, or with
+# w[1:] and the bias apart (gradient [Σ_i δ ; φ_inᵀ δ] concatenated): layers of 4, N = 1 and
+# N = 3, 4, 9.
 BOTH_WAYS = bp.Network(3, [
     bp.Layer(4, "tanh"),
     bp.Layer(4, ("square", "tanh", "identity", "logistic"), bias=False,

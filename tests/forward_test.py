@@ -78,3 +78,29 @@ def test_structural_zero_is_ignored_even_if_stored_nonzero():
     X = jnp.ones((1, 2))
     dirty = (params[0].at[1, 1].set(5.0), params[1].at[0, 0].set(np.nan))
     np.testing.assert_array_equal(bp.forward(net, dirty, X), bp.forward(net, params, X))
+
+
+# a^l is formed as [φ_0 | φ_in] w (homogenised input, φ_0 = 1, or 0 without bias) when
+# 4 N <= N_l, else as φ_in w[1:] + w[0]; small layers (<= 64 weights) take a broadcast sum.
+TWO_FORMS = bp.Network(3, [bp.Layer(12, "tanh"),
+                           bp.Layer(8, "logistic", inputs=(0, 1), bias=False),
+                           bp.Layer(2, "identity")])
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 5])  # N = 1, 2: homogenised in layers 1 and 2
+def test_both_forms_of_the_activation_match_the_reference(N):
+    from bpjax.forward import homogeneous, propagate, propagate_split, split
+    from bpjax.params import structural
+
+    assert [homogeneous(layer, N) for layer in TWO_FORMS.layers] == [N <= 3, N <= 2, False]
+    params = random_params(TWO_FORMS, 3)
+    params = (params[0], params[1].at[0].set(7.0), params[2])  # a stored non-zero w_0 of l = 2
+    X, _ = random_data(TWO_FORMS, N, 3)
+    clean = structural(TWO_FORMS, params)
+    np.testing.assert_allclose(bp.forward(TWO_FORMS, params, X),
+                               reference_forward(TWO_FORMS, clean, X), rtol=1e-13)
+    tr, tr_split = propagate(TWO_FORMS, clean, X), propagate_split(TWO_FORMS, *split(clean), X)
+    for a, b in zip(tr.a[1:], tr_split.a[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    # φ_0 = 0 for the layer without bias: a stored w_0 takes no part, even unmasked
+    np.testing.assert_array_equal(propagate(TWO_FORMS, params, X).a[2], tr.a[2])

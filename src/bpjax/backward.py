@@ -4,14 +4,14 @@ Let ``δ^l_k = ∂L/∂a^l_k`` (summed over the samples, each weighted by ``1/N`
 recursion on ``∂φ^l_k/∂w^m_pr`` becomes, once multiplied by ``∂L/∂φ^L`` and summed over the
 outputs, one backward sweep over the layers:
 
-| paper                                                  | code (``_deltas``, ``_gradients``)     |
-| ------------------------------------------------------ | -------------------------------------- |
-| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``           | ``g = dloss_dphi(phi[L], Y)``          |
-| (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``          | ``delta[l] = dL_dphi[l] * dphi(a[l])`` |
-| (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``           | ``dL_dphi[s] += delta[l] @ w[rows].T`` |
-| ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``   | ``grad[m] = [Σ_i δ^m ; φ_inᵀ δ^m]``    |
-| (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``    | nothing: only ``δ^m`` reaches ``w^m``  |
-| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)              | ``_sample_gradients``: ``φ_in ⊗ δ^m``  |
+| paper                                                 | code (``_deltas``, ``_gradients``)      |
+| ----------------------------------------------------- | --------------------------------------- |
+| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``g = dloss_dphi(phi[L], Y)``           |
+| (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``         | ``delta[l] = dL_dphi[l] * dphi(a[l])``  |
+| (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``          | ``dL_dphi[s] += (delta[l] @ w.T)[rows]`` |
+| ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``  | ``grad[m] = [1 | φ_in]ᵀ δ^m``           |
+| (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``   | nothing: only ``δ^m`` reaches ``w^m``   |
+| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)             | ``_sample_gradients``: ``φ_in ⊗ δ^m``   |
 
 In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
 every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from bpjax import activations
-from bpjax.forward import Trace, layer_inputs, propagate, split
+from bpjax.forward import Trace, homogeneous, homogenised, layer_inputs, propagate
 from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
 from bpjax.network import Network
 from bpjax.params import Params, structural
@@ -38,14 +38,16 @@ from bpjax.params import Params, structural
 __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
-def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array) -> tuple:
+def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array, *, bias_row: bool = False) -> tuple:
     """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``.
 
     ``W[l-1]`` is ``w^l`` without its bias row (``params[l-1][1:]``, see
-    :func:`bpjax.forward.split`): the bias never carries an error backwards. Works on a batch
-    (``g`` of shape ``(N, d)``) and on one sample (``g`` of shape ``(d,)``) alike.
+    :func:`bpjax.forward.split`), or with it (``params[l-1]``) when ``bias_row``: the bias
+    never carries an error backwards. Works on a batch (``g`` of shape ``(N, d)``) and on one
+    sample (``g`` of shape ``(d,)``) alike.
     """
     L = net.depth
+    N = g.size // g.shape[-1]
     dL_dphi: list = [None] * (L + 1)
     dL_dphi[L] = g
     delta: list = [None] * (L + 1)
@@ -54,44 +56,38 @@ def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array) -> tuple:
         if dL_dphi[l] is None:  # no path from layer l to the output: every ∂φ^L/∂w^l is 0
             delta[l] = jnp.zeros_like(tr.a[l])
             continue
-        delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
-        for s, rows in net.blocks(l):
-            if s == 0:  # φ^0 = x does not depend on θ
-                continue
-            rows = slice(rows.start - 1, rows.stop - 1)  # W has no bias row
-            d = delta[l]  # (3): Σ_k w^l_jk δ^l_k, as W δ for one sample (no transposed copy)
-            back = w[rows] @ d if d.ndim == 1 else d @ w[rows].T
-            dL_dphi[s] = back if dL_dphi[s] is None else dL_dphi[s] + back
+        d = delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
+        blocks = [(s, rows) for s, rows in net.blocks(l) if s != 0]  # φ^0 = x: no θ in it
+        if not blocks:
+            continue
+        # (3): Σ_k w^l_jk δ^l_k for the rows j ≥ 1, as W δ for one sample (no transposed copy)
+        if d.ndim == 1:
+            back = w @ d
+        elif not bias_row:
+            back = d @ w.T
+        elif homogeneous(layer, N):  # the whole of w, then drop row 0: no copy of w[1:]
+            back = (d @ w.T)[..., 1:]
+        else:
+            back = d @ w[1:].T
+        for s, rows in blocks:
+            part = back[..., rows.start - 1:rows.stop - 1]  # rows of W count from j = 1
+            dL_dphi[s] = part if dL_dphi[s] is None else dL_dphi[s] + part
     return tuple(delta)
-
-
-def _homogenised(x: jax.Array, bias: bool) -> jax.Array:
-    """``[φ_0 | φ_in]``: ``x (..., fan_in)`` with the constant input ``φ^{l-1}_0`` put first.
-
-    ``φ_0 = 1`` (the paper's homogenised input), or ``0`` for a layer without bias, whose
-    ``w^l_0k`` is a structural zero: its gradient then comes out as exactly 0.
-    """
-    phi_0 = jnp.full((*x.shape[:-1], 1), 1 if bias else 0, x.dtype)
-    return jnp.concatenate([phi_0, x], axis=-1)
 
 
 def _gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     """``∂L/∂w^l = [Σ_i δ^l ; φ_inᵀ δ^l]``: outer products with the homogenised inputs.
 
-    Two equal ways to form it, each copying something (shapes are static, so the choice is
-    made once, when tracing):
-
-    * ``4 N ≤ N_l`` (small batches, wide layers): ``[1 | φ_in]ᵀ δ`` in one product, copying
-      the inputs, ``N × (1 + fan_in)``, instead of the weight-sized gradient;
-    * otherwise ``[Σ_i δ ; φ_inᵀ δ]``, concatenating the gradient, ``(1 + fan_in) × N_l``.
-      At comparable sizes the single product measured no faster, hence the margin of 4.
+    In the form that the forward pass took for the layer (:func:`bpjax.forward.homogeneous`):
+    ``[1 | φ_in]ᵀ δ`` in one product with the same homogenised inputs, or ``[Σ_i δ ; φ_inᵀ δ]``
+    concatenated (a copy of the gradient, ``(1 + fan_in) × N_l``).
     """
     grads = []
     for l, layer in enumerate(net.layers, start=1):
         d = delta[l]
         x = layer_inputs(net, tr.phi, l)
-        if 4 * d.shape[0] <= layer.size:
-            grad = _homogenised(x, layer.bias).T @ d  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p, φ_0 = 1
+        if homogeneous(layer, d.shape[0]):
+            grad = homogenised(x, layer.bias).T @ d  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p, φ_0 = 1
         else:
             gw = x.T @ d  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p
             gb = d.sum(axis=0, keepdims=True)  # ∂a^l_r/∂w^l_0r = φ^{l-1}_0 = 1
@@ -124,7 +120,7 @@ def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     for l, layer in enumerate(net.layers, start=1):
         # [1 | φ_in,i] ⊗ δ^l_i in one product: copying the inputs costs N × (1 + fan_in),
         # concatenating the per-sample gradients would cost N × (1 + fan_in) × N_l.
-        x = _homogenised(layer_inputs(net, tr.phi, l), layer.bias)
+        x = homogenised(layer_inputs(net, tr.phi, l), layer.bias)
         grad = jnp.einsum("np,nr->npr", x, delta[l])
         if layer.adjacency is not None:
             grad = jnp.where(net.structure(l), grad, jnp.zeros((), grad.dtype))
@@ -136,7 +132,7 @@ def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
     """Loss (1) and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, split(params)[1], tr, dloss_dphi(tr.phi[-1], Y, s))
+    delta = _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
     return squared_loss(tr.phi[-1], Y, s), _gradients(net, tr, delta)
 
 
@@ -147,7 +143,7 @@ loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
 def _per_example_jit(net, params, X, Y):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, split(params)[1], tr, tr.phi[-1] - Y)  # sample i's term, without the 1/N
+    delta = _deltas(net, params, tr, tr.phi[-1] - Y, bias_row=True)  # sample i's term, no 1/N
     return _per_example_gradients(net, tr, delta)
 
 
@@ -155,7 +151,7 @@ def _per_example_jit(net, params, X, Y):
 def _deltas_jit(net, params, X, Y, s):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    return _deltas(net, split(params)[1], tr, dloss_dphi(tr.phi[-1], Y, s))
+    return _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
 
 
 def value_and_backprop(net: Network, params: Params, X, Y, weights=None):

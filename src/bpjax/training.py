@@ -228,9 +228,6 @@ class _DeferredW:
     def __matmul__(self, d):  # equation (3): (W + Aᵀ B) δ
         return self.W @ d + (self.B @ d) @ self.A
 
-    def __getitem__(self, rows):  # the rows j that multiply one source's φ (a DAG's block)
-        return _DeferredW(self.W[rows], self.A[:, rows], self.B)
-
 
 def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
@@ -302,7 +299,7 @@ def _batch_gradient(net, params, X_B, Y_B, m_B, N):
     tr = propagate(net, params, X_B)
     r = tr.phi[-1] - Y_B
     g = r / N if m_B is None else r * (m_B[:, None] / N)  # ∂L_B/∂φ^L
-    return _gradients(net, tr, _deltas(net, split(params)[1], tr, g))
+    return _gradients(net, tr, _deltas(net, params, tr, g, bias_row=True))
 
 
 def _sample_gradient(net, params, x, y, N):
