@@ -142,7 +142,8 @@ def sweep(
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
     config, data = prep.config, prep.data
-    hyper = _Hyper(*(jnp.broadcast_to(v, (M,)) for v in prep.hyper))
+    hyper = _Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
+                     for v in prep.hyper))
     epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))
     axes = _data_axes(data)
     if mesh is not None:  # the models split over the mesh: see bpjax.distributed

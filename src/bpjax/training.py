@@ -85,7 +85,7 @@ import optax
 
 from bpjax.backward import _deltas, _gradients, _sample_gradients
 from bpjax.checkpoint import Checkpoint
-from bpjax.data import as_inputs, as_targets, check_finite, float_dtype
+from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.distributed import data_parallel, on_mesh, shard_batches, to_host
 from bpjax.forward import join, layer_inputs, propagate, propagate_split, split
 from bpjax.loss import squared_loss
@@ -549,6 +549,12 @@ def _check_opt_state(optimizer, opt_state, params):
     return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
 
 
+def _host(v, dtype):
+    """A hyper-parameter as a numpy array (handed to the compiled loop with its arguments,
+    without a dispatch of its own), or as a JAX array if it is one already (or traced)."""
+    return jnp.asarray(v, dtype) if isinstance(v, jax.Array) else np.asarray(v, dtype)
+
+
 class _Prepared(NamedTuple):
     params: Params
     opt_state: Any
@@ -625,7 +631,7 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
             f"shuffle must be a key from jax.random.key(seed) (or None to keep the dataset "
             f"order), got {type(shuffle).__name__}")
 
-    params = tuple(jnp.asarray(w, dtype) for w in params)
+    params = tuple(as_dtype(w, dtype) for w in params)
     # The weights training may change: structure & ~frozen, per layer; None where all may.
     trainable = []
     for l in range(1, net.depth + 1):
@@ -654,12 +660,12 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
     config = _Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
                      validate=validation is not None, restore_best=patience is not None,
                      masked=masked)
-    data = _Data(jnp.asarray(X, dtype), jnp.asarray(Y, dtype), X_val, Y_val, trainable, shuffle)
+    data = _Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
     hyper = _Hyper(
-        eta=jnp.asarray(eta, dtype),
-        tol=jnp.asarray(-jnp.inf if tol is None else tol, dtype),
-        patience=jnp.asarray(0 if patience is None else patience, jnp.int32),
-        min_delta=jnp.asarray(min_delta, dtype),
+        eta=_host(eta, dtype),
+        tol=_host(-np.inf if tol is None else tol, dtype),
+        patience=_host(0 if patience is None else patience, np.int32),
+        min_delta=_host(min_delta, dtype),
     )
     return _Prepared(params, opt_state, epoch, data, hyper, config), epochs
 
@@ -787,14 +793,17 @@ def _drive(run, loop, epochs, progress, desc):
             n = min(remaining, bar.epochs_per_call(per_epoch))
             t0 = time.perf_counter()
             loop = run(loop, n)
-            ran = int(np.max(to_host(loop.count)))
+            count, loss, val_loss, converged, stopped_early, diverged = map(to_host, (
+                loop.count, loop.losses, loop.val_losses, loop.converged, loop.stopped_early,
+                loop.diverged))
+            ran = int(np.max(count))
             per_epoch = (time.perf_counter() - t0) / max(ran, 1)
-            losses.append(to_host(loop.losses)[..., :ran])
-            val_losses.append(to_host(loop.val_losses)[..., :ran])
+            losses.append(loss[..., :ran])
+            val_losses.append(val_loss[..., :ran])
             remaining -= ran
             if ran:
                 bar.update(ran, losses[-1][..., -1])
-            if ran < n or np.all(to_host(loop.converged | loop.stopped_early | loop.diverged)):
+            if ran < n or np.all(converged | stopped_early | diverged):
                 break
     finally:
         bar.close()
