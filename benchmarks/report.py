@@ -164,8 +164,9 @@ def to_markdown(result: dict) -> str:
         if w.get("config"):
             lines.append("config: " + ", ".join(f"{k}={fmt(x)}" for k, x in w["config"].items()))
             lines.append("")
-        if w.get("date_utc") and w["date_utc"] != env["date_utc"]:
-            lines += [f"run at {w['date_utc']} (merged from an earlier `--only` run)", ""]
+        if w.get("date_utc"):
+            merged = " (merged from an earlier run)" if w.get("merged") else ""
+            lines += [f"run at {w['date_utc']}{merged}", ""]
         if w["status"] != "ok":
             lines.append(f"**{w['status']}**: {w.get('note', '')}")
             continue

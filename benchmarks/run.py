@@ -110,7 +110,7 @@ def _merge(path: Path, result: dict) -> dict:
     if old.get("environment", {}).get("label") != result["environment"]["label"]:
         return result
     new_keys = {w["key"] for w in result["workloads"]}
-    kept = [w for w in old.get("workloads", []) if w["key"] not in new_keys]
+    kept = [w | {"merged": True} for w in old.get("workloads", []) if w["key"] not in new_keys]
     result["workloads"] = sorted(kept + result["workloads"], key=lambda w: w["key"])
     return result
 

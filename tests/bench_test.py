@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from benchmarks import baselines as B
 from benchmarks import harness, report
-from benchmarks.run import stem_for
+from benchmarks.run import _merge, stem_for
 from benchmarks.workloads import WORKLOADS, dense_flops
 
 import bpjax as bp
@@ -166,6 +166,19 @@ def test_markdown_has_the_targets_and_a_row_per_competitor():
     assert "config: sizes=2-3-1" in md
     assert "**skipped**: needs bp.fit" in md
     assert "check *same work*: ok" in md
+
+
+def test_only_the_workloads_kept_from_an_earlier_run_are_labelled_merged(tmp_path):
+    earlier = _result()
+    earlier["workloads"][0]["date_utc"] = "2025-12-31 00:00:00 UTC"
+    report.write(earlier, tmp_path, "results")
+    now = _result()
+    now["workloads"] = [now["workloads"][1] | {"date_utc": "2026-01-01 00:05:00 UTC"}]  # W8
+    merged = _merge(tmp_path / "results.json", now)
+    md = report.to_markdown(merged)
+    assert [w["key"] for w in merged["workloads"]] == ["W8", "W9"]
+    assert "run at 2025-12-31 00:00:00 UTC (merged from an earlier run)" in md
+    assert "run at 2026-01-01 00:05:00 UTC\n" in md  # run now, not merged
 
 
 def test_write_is_atomic_and_round_trips(tmp_path):
