@@ -55,6 +55,7 @@ product; every sample still sees the weights left by the one before (see :class:
 so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
 in float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
 ``_SEQUENTIAL_CPU``): its steps are too small and too sequential to share between cores.
+(Called inside your own ``jax.jit``, ``fit`` is compiled with that function's options.)
 
 **Many devices.** With ``mesh=``, every batch is split over the devices of the mesh axis
 ``data_axis`` and the weights are replicated; ``jax.jit``'s SPMD partitioner adds the devices'
