@@ -18,8 +18,8 @@ every consumer — the sum over paths of the chain rule. Layers are visited from
 ``1``, so a layer's ``dL_dphi`` is complete when its turn comes. Structural zeros (no bias,
 absent connections) get a gradient of exactly 0.
 
-No automatic differentiation is used here: ``jax.grad`` only checks this module, in the tests
-and in :mod:`bpjax.gradcheck`.
+No automatic differentiation is used here: JAX's autodiff only checks this module, in the
+tests and in :mod:`bpjax.gradcheck`.
 """
 
 from __future__ import annotations
