@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from bpjax.checkpoint import atomic_file
 
 
 def target(name: str, measured: float | None, op: str, threshold: float, unit: str) -> dict:
@@ -41,14 +41,8 @@ def write_atomic(path: Path, text: str) -> None:
     """Writes ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(text.encode())
 
 
 def _json_safe(v):

@@ -15,12 +15,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import NamedTuple
+
+from bpjax.checkpoint import atomic_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,14 +57,8 @@ class Section(NamedTuple):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def save_figure(fig, name: str) -> str:

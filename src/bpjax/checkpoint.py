@@ -21,13 +21,15 @@ activation is registered again (:func:`bpjax.register_activation`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,7 @@ from bpjax import activations as _activations
 from bpjax.network import Layer, Network
 from bpjax.params import Params, check_params
 
-__all__ = ["Checkpoint", "load", "save"]
+__all__ = ["Checkpoint", "atomic_file", "load", "save"]
 
 FORMAT = "bpjax-checkpoint"
 VERSION = 1
@@ -200,17 +202,29 @@ def save(
     arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
 
     path = Path(path)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only once it is completely written.
+
+    The data go to a temporary file in the same directory, flushed to disk, then renamed over
+    ``path``; on any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _read(path: Path) -> tuple[dict, dict]:
