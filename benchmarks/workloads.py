@@ -171,7 +171,8 @@ def _w1_factories(cfg: dict) -> dict[str, Callable[[], Runner]]:
     return out
 
 
-def _w1_summary(cfg: dict, t: dict[str, Timing]) -> dict:
+def _per_sample_summary(cfg: dict, t: dict[str, Timing], targets, notes: list) -> dict:
+    """Ratios to bpjax.fit, time per sample step, the same-work check; W1 and W2 alike."""
     ref = "bpjax.fit"
     steps = cfg["N"] * cfg["epochs"]
     for tm in t.values():
@@ -180,17 +181,21 @@ def _w1_summary(cfg: dict, t: dict[str, Timing]) -> dict:
     return {
         "ratios": r,
         "checks": [_agreement_check(t, ref, rtol=1e-3)],
-        "targets": _w1_targets(r),
-        "notes": [
-            f"Every competitor runs {cfg['epochs']} epoch(s) of per-sample SGD over the same "
-            f"N={cfg['N']} samples in the same order, from the same float32 weights, with "
-            f"steps η/N = {cfg['learning_rate']}/{cfg['N']}, and computes loss (1) after each "
-            "epoch (scikit-learn accumulates its own). *ratio* = time / bpjax.fit's time, "
-            "i.e. bpjax's speed-up. PyTorch runs with one intra-op thread: its per-sample ops "
-            "are too small to parallelise, and two OpenMP threads on a shared 2-core machine "
-            "made each step up to 10× slower (spin-waiting)."
-        ],
+        "targets": targets(r, t[ref]),
+        "notes": notes,
     }
+
+
+def _w1_summary(cfg: dict, t: dict[str, Timing]) -> dict:
+    return _per_sample_summary(cfg, t, lambda r, _: _w1_targets(r), [
+        f"Every competitor runs {cfg['epochs']} epoch(s) of per-sample SGD over the same "
+        f"N={cfg['N']} samples in the same order, from the same float32 weights, with "
+        f"steps η/N = {cfg['learning_rate']}/{cfg['N']}, and computes loss (1) after each "
+        "epoch (scikit-learn accumulates its own). *ratio* = time / bpjax.fit's time, "
+        "i.e. bpjax's speed-up. PyTorch runs with one intra-op thread: its per-sample ops "
+        "are too small to parallelise, and two OpenMP threads on a shared 2-core machine "
+        "made each step up to 10× slower (spin-waiting)."
+    ])
 
 
 def _w1_targets(r: dict | None = None) -> list:
@@ -265,21 +270,11 @@ def _w2_factories(cfg: dict) -> dict[str, Callable[[], Runner]]:
 
 
 def _w2_summary(cfg: dict, t: dict[str, Timing]) -> dict:
-    ref = "bpjax.fit"
-    steps = cfg["N"] * cfg["epochs"]
-    for tm in t.values():
-        tm.summary["per_step_us"] = tm.median_s / steps * 1e6
-    r = {name: ratio(tm.median_s, t[ref].median_s) for name, tm in t.items()}
-    return {
-        "ratios": r,
-        "checks": [_agreement_check(t, ref, rtol=1e-3)],
-        "targets": _w2_targets(t[ref]),
-        "notes": [
-            f"{cfg['epochs']} epochs × N={cfg['N']} sample steps per call. The first call is "
-            "timed in a process whose JAX backend is already started (a small warm-up "
-            "compilation at start-up); compile = first call − steady median."
-        ],
-    }
+    return _per_sample_summary(cfg, t, lambda _, ref: _w2_targets(ref), [
+        f"{cfg['epochs']} epochs × N={cfg['N']} sample steps per call. The first call is "
+        "timed in a process whose JAX backend is already started (a small warm-up "
+        "compilation at start-up); compile = first call − steady median."
+    ])
 
 
 def _w2_targets(tm: Timing | None = None) -> list:
