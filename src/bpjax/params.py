@@ -85,6 +85,56 @@ def init(
     return tuple(params)
 
 
+def check_layers(
+    net: Network,
+    tree,
+    *,
+    name: str = "params",
+    what: str = "arrays (params[l-1] == w^l)",
+    leading: tuple[int, ...] = (),
+    expected: str = "(1 + fan_in, N_l) =",
+    boolean: bool = False,
+) -> tuple:
+    """Checks a tuple of one array per layer shaped like the weights; returns it as a tuple.
+
+    The one check behind ``params``, ``frozen`` masks and a sweep's stacked ``params``:
+    ``tree[l-1]`` must have shape ``(*leading, 1 + fan_in, N_l)`` and be floating (or boolean).
+
+    Args:
+      net: the network.
+      tree: the tuple to check.
+      name: its name in error messages.
+      what: what it must be, after "a tuple of L ...", in error messages.
+      leading: leading axes before each layer's ``(1 + fan_in, N_l)``.
+      expected: how the expected shape is introduced; ``{i}`` stands for ``l - 1``.
+      boolean: boolean arrays instead of floating ones.
+
+    Raises:
+      TypeError: not a sequence of arrays, or the wrong dtype.
+      ValueError: the wrong number of layers, or a layer of the wrong shape.
+    """
+    if isinstance(tree, (jax.Array, np.ndarray)) or not isinstance(tree, Sequence):
+        raise TypeError(
+            f"{name} must be a tuple of {net.depth} {what}, got {type(tree).__name__}")
+    if len(tree) != net.depth:
+        raise ValueError(
+            f"{name} has {len(tree)} layers, expected L = {net.depth} for this network")
+    for l, (w, shape) in enumerate(zip(tree, net.shapes), start=1):
+        here = f"{name}[{l - 1}] (layer {l})"
+        w_shape = getattr(w, "shape", None)
+        if w_shape is None:
+            raise TypeError(f"{here} must be an array, got {type(w).__name__}")
+        if tuple(w_shape) != (*leading, *shape):
+            raise ValueError(
+                f"{here} has shape {tuple(w_shape)}, expected "
+                f"{expected.format(i=l - 1)} {(*leading, *shape)}")
+        if boolean and w.dtype != np.bool_:
+            raise TypeError(f"{here} must be boolean, got dtype {w.dtype}")
+        if not boolean and not jnp.issubdtype(w.dtype, jnp.floating):
+            raise TypeError(f"{here} must be floating, got dtype {w.dtype}")
+    return tuple(tree)
+
+
 def check_params(net: Network, params: Sequence) -> Params:
     """Checks that ``params`` fits ``net`` and returns it as a tuple.
 
@@ -92,27 +142,7 @@ def check_params(net: Network, params: Sequence) -> Params:
       TypeError: ``params`` is not a sequence of floating arrays.
       ValueError: wrong number of layers, or a layer of the wrong shape.
     """
-    if isinstance(params, (jax.Array, np.ndarray)) or not isinstance(params, Sequence):
-        raise TypeError(
-            f"params must be a tuple of {net.depth} arrays (params[l-1] == w^l), "
-            f"got {type(params).__name__}"
-        )
-    if len(params) != net.depth:
-        raise ValueError(
-            f"params has {len(params)} layers, expected L = {net.depth} for this network"
-        )
-    for l, (w, shape) in enumerate(zip(params, net.shapes), start=1):
-        w_shape = getattr(w, "shape", None)
-        if w_shape is None:
-            raise TypeError(f"params[{l - 1}] (layer {l}) must be an array, got {type(w).__name__}")
-        if tuple(w_shape) != shape:
-            raise ValueError(
-                f"params[{l - 1}] (layer {l}) has shape {tuple(w_shape)}, expected "
-                f"(1 + fan_in, N_l) = {shape}"
-            )
-        if not jnp.issubdtype(w.dtype, jnp.floating):
-            raise TypeError(f"params[{l - 1}] (layer {l}) must be floating, got dtype {w.dtype}")
-    return tuple(params)
+    return check_layers(net, params)
 
 
 def structural(net: Network, params: Params) -> Params:

@@ -75,7 +75,6 @@ shares of ``G_B`` with one all-reduce per step (:mod:`bpjax.distributed`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -91,7 +90,7 @@ from bpjax.distributed import data_parallel, on_mesh, shard_batches, to_host
 from bpjax.forward import join, layer_inputs, propagate, propagate_split, split
 from bpjax.loss import squared_loss
 from bpjax.network import Network
-from bpjax.params import Params, check_params, structural
+from bpjax.params import Params, check_layers, check_params, structural
 
 __all__ = ["FitResult", "fit"]
 
@@ -498,29 +497,13 @@ def _check_learning_rate(eta, models=None):
     return _scalar(eta, "learning_rate", minimum=0, strict=True)
 
 
-def _check_frozen(net: Network, frozen, params) -> Params | None:
+def _check_frozen(net: Network, frozen) -> Params | None:
     """``frozen`` must be a tuple of boolean arrays shaped like ``params``."""
     if frozen is None:
         return None
-    if isinstance(frozen, (jax.Array, np.ndarray)) or not isinstance(frozen, Sequence):
-        raise TypeError(
-            f"frozen must be a tuple of {net.depth} boolean arrays shaped like params "
-            f"(see bpjax.frozen_mask), got {type(frozen).__name__}")
-    if len(frozen) != net.depth:
-        raise ValueError(f"frozen has {len(frozen)} layers, expected L = {net.depth} like params")
-    out = []
-    for l, (m, w) in enumerate(zip(frozen, params), start=1):
-        shape = getattr(m, "shape", None)
-        if shape is None:
-            raise TypeError(f"frozen[{l - 1}] (layer {l}) must be an array, got {type(m).__name__}")
-        if tuple(shape) != tuple(w.shape[-2:]):
-            raise ValueError(
-                f"frozen[{l - 1}] (layer {l}) has shape {tuple(shape)}, expected the shape of "
-                f"params[{l - 1}], {tuple(w.shape[-2:])}")
-        if m.dtype != np.bool_ and m.dtype != jnp.bool_:
-            raise TypeError(f"frozen[{l - 1}] (layer {l}) must be boolean, got dtype {m.dtype}")
-        out.append(m)
-    return tuple(out)
+    return check_layers(
+        net, frozen, name="frozen", boolean=True, expected="the shape of params[{i}],",
+        what="boolean arrays shaped like params (see bpjax.frozen_mask)")
 
 
 def _check_optimizer(optimizer):
@@ -612,7 +595,7 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
     tol = _scalar(tol, "tol", minimum=0, allow_none=True)
     patience = _scalar(patience, "patience", integer=True, minimum=1, allow_none=True)
     min_delta = _scalar(min_delta, "min_delta", minimum=0)
-    frozen = _check_frozen(net, frozen, params)
+    frozen = _check_frozen(net, frozen)
 
     X_val = Y_val = None
     if validation is not None:
@@ -673,20 +656,8 @@ def _prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer,
 
 def _check_models(net, params, models):
     """Sweep params: every leaf ``(M, 1 + fan_in, N_l)``."""
-    if isinstance(params, (jax.Array, np.ndarray)) or not isinstance(params, Sequence):
-        raise TypeError(
-            f"params must be a tuple of {net.depth} arrays with a leading model axis, "
-            f"got {type(params).__name__}")
-    if len(params) != net.depth:
-        raise ValueError(f"params has {len(params)} layers, expected L = {net.depth}")
-    for l, (w, shape) in enumerate(zip(params, net.shapes), start=1):
-        if tuple(np.shape(w)) != (models, *shape):
-            raise ValueError(
-                f"params[{l - 1}] (layer {l}) has shape {tuple(np.shape(w))}, expected "
-                f"(M, 1 + fan_in, N_l) = {(models, *shape)}")
-        if not jnp.issubdtype(w.dtype, jnp.floating):
-            raise TypeError(f"params[{l - 1}] (layer {l}) must be floating, got dtype {w.dtype}")
-    return tuple(params)
+    return check_layers(net, params, what="arrays with a leading model axis",
+                        leading=(models,), expected="(M, 1 + fan_in, N_l) =")
 
 
 def _check_opt_state_many(optimizer, opt_state, params):
