@@ -23,6 +23,9 @@ from typing import NamedTuple
 
 from bpjax.checkpoint import atomic_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for benchmarks/
+from benchmarks.harness import cpu_model  # noqa: E402  (one description of the machine)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 ORDER = (
@@ -108,23 +111,13 @@ def _versions() -> str:
     return ", ".join(out)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> str:
     """The machine and the versions, for the top of the report."""
     import jax
 
     devices = ", ".join(str(d) for d in jax.devices())
     return (
-        f"- machine: {_cpu()}, {os.cpu_count()} cores, {platform.system()} "
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}\n"
         f"- JAX devices: {devices}\n"
         f"- Python {sys.version.split()[0]}; {_versions()}\n"
