@@ -22,10 +22,9 @@ from bpjax import activations as _activations
 from bpjax.activations import Activation
 from bpjax.backward import loss_and_gradients_jit
 from bpjax.data import check_finite
-from bpjax.forward import propagate
-from bpjax.loss import prepare_supervised, squared_loss
+from bpjax.loss import loss_of_params, prepare_supervised
 from bpjax.network import Network
-from bpjax.params import Params, structural
+from bpjax.params import Params
 
 __all__ = [
     "GradCheckReport",
@@ -119,12 +118,7 @@ def _table(grads, refs, rtol, atol):
     return tuple(rows), worst
 
 
-def _loss(net: Network, params: Params, X, Y, s):
-    """Loss (1) as a function of ``params``, for ``jax.grad`` and finite differences."""
-    return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
-
-
-_autodiff_grad = jax.jit(jax.grad(_loss, argnums=1), static_argnums=0)
+_autodiff_grad = jax.jit(jax.grad(loss_of_params, argnums=1), static_argnums=0)
 
 
 @jax.jit(static_argnums=(0, 5))
@@ -134,8 +128,8 @@ def _finite_differences(net: Network, params: Params, X, Y, s, eps: float) -> Pa
 
     def central(i):
         e = jnp.zeros_like(flat).at[i].set(eps)
-        return (_loss(net, unravel(flat + e), X, Y, s)
-                - _loss(net, unravel(flat - e), X, Y, s)) / (2 * eps)
+        return (loss_of_params(net, unravel(flat + e), X, Y, s)
+                - loss_of_params(net, unravel(flat - e), X, Y, s)) / (2 * eps)
 
     return unravel(jax.lax.map(central, jnp.arange(flat.size), batch_size=64))
 

@@ -45,9 +45,12 @@ def dloss_dphi(phi_L: jax.Array, Y: jax.Array, s=None) -> jax.Array:
     return _sample_scale(r, s) * r
 
 
-@jax.jit(static_argnums=0)
-def _loss_jit(net, params, X, Y, s):
+def loss_of_params(net: Network, params: Params, X, Y, s=None) -> jax.Array:
+    """Equation (1) as a pure function of ``params`` for prepared ``X (N, D)``, ``Y (N, d)``."""
     return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
+
+
+_loss_jit = jax.jit(loss_of_params, static_argnums=0)
 
 
 def prepare_supervised(net: Network, params, X, Y, weights=None):

@@ -88,7 +88,7 @@ from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.distributed import data_parallel, on_mesh, shard_batches, to_host
 from bpjax.forward import join, layer_inputs, propagate, propagate_split, split
-from bpjax.loss import squared_loss
+from bpjax.loss import loss_of_params
 from bpjax.network import Network
 from bpjax.params import Params, check_layers, check_params, structural
 
@@ -367,10 +367,6 @@ def _epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
     return params, opt_state
 
 
-def _loss(net, params, X, Y):
-    return squared_loss(propagate(net, params, X).phi[-1], Y)
-
-
 def _loop(net, optimizer, config, loop, data, hyper, n):
     """Runs up to ``n`` epochs, fewer if training stops; losses go to ``loop.losses[count]``."""
 
@@ -384,13 +380,13 @@ def _loop(net, optimizer, config, loop, data, hyper, n):
     def body(s):
         params, opt_state = _epoch(net, optimizer, config, data, hyper, s.params, s.opt_state,
                                    s.epoch)
-        loss = _loss(net, params, data.X, data.Y)
+        loss = loss_of_params(net, params, data.X, data.Y)
         finite = jnp.isfinite(loss)
         # After divergence, keep the weights from before the failing epoch.
         params = _select(finite, params, s.params)
         opt_state = _select(finite, opt_state, s.opt_state)
         done = s.done + 1
-        val = _loss(net, params, data.X_val, data.Y_val) if config.validate else loss
+        val = loss_of_params(net, params, data.X_val, data.Y_val) if config.validate else loss
         monitored = val if config.validate else loss
         improved = finite & (monitored < s.best_loss - hyper.min_delta)
         best_loss = jnp.where(improved, monitored, s.best_loss)
@@ -673,7 +669,7 @@ def _initial_loop(net, config, data, params, opt_state, epoch, chunk):
     best_loss = jnp.asarray(jnp.inf, dtype)
     if config.restore_best:  # the initial weights are candidates too
         X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
-        best_loss = _loss(net, params, X, Y)
+        best_loss = loss_of_params(net, params, X, Y)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
     copy = partial(jax.tree.map, jnp.copy)
     return _Loop(
