@@ -37,7 +37,8 @@ import optax  # noqa: E402
 from jax.sharding import AxisType  # noqa: E402
 
 import bpjax as bp  # noqa: E402
-from bpjax import distributed, training  # noqa: E402
+from bpjax import arguments, distributed, minibatch, training  # noqa: E402
+from bpjax import loop as fit_loop  # noqa: E402
 
 NET = bp.Network(3, [bp.Layer(8, "tanh"), bp.Layer(2, "identity")])
 SMALL = bp.Network(2, [bp.Layer(5, "tanh"), bp.Layer(1, "identity")])  # 21 weights: quick to
@@ -130,7 +131,7 @@ def fit_float64_full_batch_clamped_on_a_2d_mesh():
 def _placed(N, B, shuffle=None):
     """What fit gives the compiled loop on a 4-device mesh (B = batch size)."""
     X, Y = data(N, np.float32)
-    prep, _ = training._prepare(
+    prep, _ = arguments.prepare(
         NET, params(np.float32), X, Y, learning_rate=0.1, epochs=1, batch_size=B,
         optimizer=None, frozen=None, opt_state=None, shuffle=shuffle, validation=None,
         tol=None, patience=None, min_delta=0.0)
@@ -142,7 +143,7 @@ def placement_and_batches():
     out = {}
     for name, shuffle in (("ordered", None), ("shuffled", jax.random.key(5))):
         prep = _placed(64, 16, shuffle)
-        batches = jax.jit(partial(training._epoch_data, prep.config))(prep.data, 1)
+        batches = jax.jit(partial(minibatch.epoch_data, prep.config))(prep.data, 1)
         Xb = batches[0]
         out[name] = dict(
             X_spec=str(prep.data.X.sharding.spec),
@@ -161,8 +162,8 @@ def placement_and_batches():
 def compiled_loop():
     """The collectives in the compiled loop, and the shape of each device's batch."""
     prep = _placed(64, 16)
-    loop = training._initial_loop_jit(NET, prep.config, prep.data, prep.params, prep.opt_state,
-                                      prep.epoch, chunk=training._CHUNK)
+    loop = fit_loop.initial_state_jit(NET, prep.config, prep.data, prep.params, prep.opt_state,
+                                      prep.epoch, chunk=fit_loop.CHUNK)
     hlo = training._loop_jit.lower(NET, None, prep.config, loop, prep.data, prep.hyper,
                                    jnp.asarray(2, jnp.int32)).compile().as_text()
     entry, found = False, []

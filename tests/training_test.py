@@ -183,17 +183,18 @@ def test_large_layers_of_a_dag_are_still_algorithm_1():
 
 def _compiled_loop_text(batch_size):
     """The compiled loop that fit uses for WIDE with ``batch_size``, as HLO text."""
-    from bpjax import training
+    from bpjax import algorithm1, arguments, training
+    from bpjax import loop as fit_loop
 
     params = random_params(WIDE, 4)
     Xw, Yw = random_data(WIDE, 37, 4)
-    prep, _ = training._prepare(
+    prep, _ = arguments.prepare(
         WIDE, params, Xw, Yw, learning_rate=1.0, epochs=1, batch_size=batch_size,
         optimizer=None, frozen=None, opt_state=None, shuffle=None, validation=None, tol=None,
         patience=None, min_delta=0.0)
-    loop = training._initial_loop_jit(WIDE, prep.config, prep.data, prep.params, prep.opt_state,
-                                      prep.epoch, chunk=training._CHUNK)
-    sequential = training._sequential(prep.config, prep.data)
+    loop = fit_loop.initial_state_jit(WIDE, prep.config, prep.data, prep.params, prep.opt_state,
+                                      prep.epoch, chunk=fit_loop.CHUNK)
+    sequential = algorithm1.sequential(prep.config, prep.data)
     jit = training._loop_sequential_jit if sequential else training._loop_jit
     text = jit.lower(WIDE, None, prep.config, loop, prep.data, prep.hyper,
                      jnp.asarray(1, jnp.int32)).compile().as_text()

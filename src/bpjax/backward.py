@@ -4,14 +4,17 @@ Let ``δ^l_k = ∂L/∂a^l_k`` (summed over the samples, each weighted by ``1/N`
 recursion on ``∂φ^l_k/∂w^m_pr`` becomes, once multiplied by ``∂L/∂φ^L`` and summed over the
 outputs, one backward sweep over the layers:
 
-| paper                                                 | code (``_deltas``, ``_gradients``)      |
+| paper                                                 | code                                    |
 | ----------------------------------------------------- | --------------------------------------- |
 | loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``g = dloss_dphi(phi[L], Y)``           |
 | (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``         | ``delta[l] = dL_dphi[l] * dphi(a[l])``  |
 | (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``          | ``dL_dphi[s] += (delta[l] @ w.T)[rows]`` |
 | ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``  | ``grad[m] = [1 | φ_in]ᵀ δ^m``           |
 | (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``   | nothing: only ``δ^m`` reaches ``w^m``   |
-| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)             | ``_sample_gradients``: ``φ_in ⊗ δ^m``   |
+| one sample's ``∂L/∂w(x_i)`` (Algorithm 1)             | ``φ_in ⊗ δ^m``                          |
+
+(2) and (3) are :func:`delta_rule`; the last three rows are :func:`weight_gradients` (a batch)
+and :func:`sample_weight_gradients` (one sample).
 
 In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
 every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to
@@ -38,7 +41,8 @@ from bpjax.params import Params, structural
 __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
-def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array, *, bias_row: bool = False) -> tuple:
+def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
+               bias_row: bool = False) -> tuple:
     """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``.
 
     ``W[l-1]`` is ``w^l`` without its bias row (``params[l-1][1:]``, see
@@ -75,7 +79,7 @@ def _deltas(net: Network, W: Sequence, tr: Trace, g: jax.Array, *, bias_row: boo
     return tuple(delta)
 
 
-def _gradients(net: Network, tr: Trace, delta: tuple) -> Params:
+def weight_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     """``∂L/∂w^l = [Σ_i δ^l ; φ_inᵀ δ^l]``: outer products with the homogenised inputs.
 
     In the form that the forward pass took for the layer (:func:`bpjax.forward.homogeneous`):
@@ -100,7 +104,7 @@ def _gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     return tuple(grads)
 
 
-def _sample_gradients(net: Network, tr: Trace, delta: tuple) -> tuple[tuple, tuple]:
+def sample_weight_gradients(net: Network, tr: Trace, delta: tuple) -> tuple[tuple, tuple]:
     """One sample's ``(∂/∂w0, ∂/∂W)``: ``δ^l`` and the rank-1 ``φ_in ⊗ δ^l``, split like
     :func:`bpjax.forward.split`; ``tr`` and ``delta`` hold vectors ``(N_l,)``."""
     g0, gW = [], []
@@ -132,8 +136,8 @@ def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
     """Loss (1) and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
-    return squared_loss(tr.phi[-1], Y, s), _gradients(net, tr, delta)
+    delta = delta_rule(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
+    return squared_loss(tr.phi[-1], Y, s), weight_gradients(net, tr, delta)
 
 
 loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
@@ -143,7 +147,7 @@ loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
 def _per_example_jit(net, params, X, Y):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = _deltas(net, params, tr, tr.phi[-1] - Y, bias_row=True)  # sample i's term, no 1/N
+    delta = delta_rule(net, params, tr, tr.phi[-1] - Y, bias_row=True)  # sample i's term, no 1/N
     return _per_example_gradients(net, tr, delta)
 
 
@@ -151,7 +155,7 @@ def _per_example_jit(net, params, X, Y):
 def _deltas_jit(net, params, X, Y, s):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    return _deltas(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
+    return delta_rule(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
 
 
 def value_and_backprop(net: Network, params: Params, X, Y, weights=None):

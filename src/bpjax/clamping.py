@@ -116,3 +116,13 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
             v = value
         params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(v)
     return tuple(params), frozen
+
+
+def apply_update(w: jax.Array, step: jax.Array, mask) -> jax.Array:
+    """``w + step`` where ``mask`` is True (a trainable weight), ``w`` bit for bit elsewhere.
+
+    The one place where a clamp takes effect: every trainer applies its final update through
+    it, after the optimizer, so nothing can move a clamped weight. ``mask=None``: all trainable.
+    """
+    new = w + step
+    return new if mask is None else jnp.where(mask, new, w)

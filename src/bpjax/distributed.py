@@ -106,7 +106,7 @@ def data_parallel(prep, mesh, axis: str):
     """Checks the data-parallel request and places what :func:`bpjax.fit` prepared.
 
     Args:
-      prep: ``bpjax.training._Prepared`` (weights, optimizer state, data, hyper-parameters,
+      prep: ``bpjax.arguments.Prepared`` (weights, optimizer state, data, hyper-parameters,
         static config).
       mesh: a :class:`jax.sharding.Mesh`.
       axis: the mesh axis that splits every batch.
@@ -163,7 +163,7 @@ def model_parallel(mesh, axis: str, M: int, models, data, data_axes):
       axis: the mesh axis that splits the models.
       M: the number of models.
       models: a pytree whose leaves have a leading model axis of size ``M``: split along it.
-      data: the sweep's ``bpjax.training._Data``, shared by the models except the fields whose
+      data: the sweep's ``bpjax.loop.Data``, shared by the models except the fields whose
         entry in ``data_axes`` is 0 (one shuffling key per model), which are split likewise.
       data_axes: ``data``'s ``vmap`` axes.
 

@@ -16,7 +16,7 @@ matplotlib is an optional dependency (the ``experiments`` extra); it is imported
 from __future__ import annotations
 
 from bpjax.network import Network
-from bpjax.paths import _check_output, _check_weight, _hops, _source, weight_paths
+from bpjax.paths import check_output, check_weight, hops, source, weight_paths
 
 __all__ = ["draw_network"]
 
@@ -133,8 +133,8 @@ def draw_network(
         raise TypeError(f"draw_network expects a bpjax.Network, got {type(net).__name__}")
     paths, weight_edge = (), None
     if highlight is not None:
-        m, p, r = _check_weight(net, highlight)
-        k_out = _check_output(net, output, allow_all=True)
+        m, p, r = check_weight(net, highlight)
+        k_out = check_output(net, output, allow_all=True)
         paths = weight_paths(net, (m, p, r), k_out)
         weight_edge = (m, p, r) if net.structure(m)[p, r - 1] else None
     elif output is not None:
@@ -148,7 +148,7 @@ def draw_network(
     for l in range(1, L + 1):
         for j, k in zip(*net.structure(l).nonzero()):
             j, k = int(j), int(k) + 1
-            s, i = (l - 1, 0) if j == 0 else _source(net, l, j)
+            s, i = (l - 1, 0) if j == 0 else source(net, l, j)
             src, dst = (bias[l] if j == 0 else pos[(s, i)]), pos[(l, k)]
             rad = 0.0
             if l - s > 1:  # a skip connection: curved, around the columns it jumps over
@@ -165,12 +165,12 @@ def draw_network(
         ax = fig.add_subplot()
     fig = ax.figure
 
-    lit_edges = {e for path in paths for e in _hops(net, path)}
+    lit_edges = {e for path in paths for e in hops(net, path)}
     if weight_edge is not None:
         lit_edges.add(weight_edge)
     lit_nodes = {n for path in paths for n in path}
     if weight_edge is not None and weight_edge[1] > 0:  # where the weight's input comes from
-        lit_nodes.add(_source(net, weight_edge[0], weight_edge[1]))
+        lit_nodes.add(source(net, weight_edge[0], weight_edge[1]))
 
     # --- connections, under the nodes ---
     for l, j, k, src, dst, skip, rad in edges:

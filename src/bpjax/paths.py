@@ -130,7 +130,7 @@ class ChainRule(NamedTuple):
 
 # --- validation -------------------------------------------------------------------------------
 
-def _check_weight(net: Network, weight) -> tuple[int, int, int]:
+def check_weight(net: Network, weight) -> tuple[int, int, int]:
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
     if (not isinstance(weight, (tuple, list)) or len(weight) != 3
@@ -154,7 +154,7 @@ def _check_weight(net: Network, weight) -> tuple[int, int, int]:
     return m, p, r
 
 
-def _check_output(net: Network, output, allow_all: bool) -> int | None:
+def check_output(net: Network, output, allow_all: bool) -> int | None:
     d = net.outputs
     if output is None:
         if d == 1:
@@ -181,7 +181,7 @@ def _row(net: Network, l: int, s: int, i: int) -> int:
     raise ValueError(f"layer {l} does not read layer {s}")
 
 
-def _source(net: Network, l: int, j: int) -> Neuron:
+def source(net: Network, l: int, j: int) -> Neuron:
     """The neuron ``(s, i)`` whose output is input ``j ≥ 1`` of layer ``l``."""
     for s, rows in net.blocks(l):
         if rows.start <= j < rows.stop:
@@ -189,7 +189,7 @@ def _source(net: Network, l: int, j: int) -> Neuron:
     raise ValueError(f"row {j} is not an input of layer {l}")
 
 
-def _hops(net: Network, neurons) -> tuple[tuple[int, int, int], ...]:
+def hops(net: Network, neurons) -> tuple[tuple[int, int, int], ...]:
     """The connections ``(l, j, k)`` (``w^l_jk``, paper numbering) a path crosses, in order."""
     return tuple((l, _row(net, l, s, i), k) for (s, i), (l, k) in zip(neurons, neurons[1:]))
 
@@ -231,8 +231,8 @@ def weight_paths(net: Network, weight, output: int | None = None, *, max_paths: 
       A tuple of paths, each a tuple of neurons ``(l, k)`` from ``(m, r)`` to ``(L, k)``, in a
       fixed order; empty when the weight is a structural zero or lies on no path.
     """
-    m, p, r = _check_weight(net, weight)
-    k = _check_output(net, output, allow_all=True)
+    m, p, r = check_weight(net, weight)
+    k = check_output(net, output, allow_all=True)
     L = net.depth
     targets = {(L, k)} if k is not None else {(L, u) for u in range(1, net.outputs + 1)}
     if not net.structure(m)[p, r - 1]:
@@ -302,8 +302,8 @@ def chain_rule_paths(
       A :class:`ChainRule`; ``str()`` of it is a readable rendering. Its ``value`` is the sum
       of the paths' products, ``∂φ^L_k/∂w^m_pr(x)``: exactly 0 without a path (equation (4)).
     """
-    m, p, r = _check_weight(net, weight)
-    k = _check_output(net, output, allow_all=False)
+    m, p, r = check_weight(net, weight)
+    k = check_output(net, output, allow_all=False)
     params = check_params(net, params)
     if np.shape(x) not in ((net.inputs,), (1, net.inputs)):
         raise ValueError(
@@ -330,7 +330,7 @@ def chain_rule_paths(
     if p == 0:
         last = Factor(f"∂a^{m}_{r}/∂w^{m}_({p},{r})", "1", 1.0)
     else:
-        s, q = _source(net, m, p)
+        s, q = source(net, m, p)
         last = Factor(f"∂a^{m}_{r}/∂w^{m}_({p},{r})", f"x[{q}]" if s == 0 else f"φ^{s}_{q}",
                       float(phi[s][q - 1]))
 

@@ -21,22 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bpjax import minibatch
+from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
+from bpjax.arguments import prepare
 from bpjax.distributed import model_parallel, on_mesh
+from bpjax.loop import CHUNK, Data, FitResult, Hyper, drive, initial_state, result
 from bpjax.network import Network
 from bpjax.params import Params
-from bpjax.training import (
-    _CHUNK,
-    _SEQUENTIAL_CPU,
-    FitResult,
-    _Data,
-    _drive,
-    _Hyper,
-    _initial_loop,
-    _loop,
-    _prepare,
-    _result,
-    _sequential,
-)
 
 __all__ = ["sweep"]
 
@@ -58,25 +49,25 @@ def _models(params) -> int:
     return shape[0]
 
 
-def _data_axes(data: _Data) -> _Data:
+def _data_axes(data: Data) -> Data:
     """The data are shared by every model, except shuffling keys given one per model."""
     key_axis = 0 if data.key is not None and data.key.ndim == 1 else None
-    return _Data(X=None, Y=None, X_val=None, Y_val=None, trainable=None, key=key_axis)
+    return Data(X=None, Y=None, X_val=None, Y_val=None, trainable=None, key=key_axis)
 
 
 def _loop_many(net, optimizer, config, axes, loop, data, hyper, n):
-    one = lambda loop, data, hyper: _loop(net, optimizer, config, loop, data, hyper, n)
+    one = lambda loop, data, hyper: minibatch.run(net, optimizer, config, loop, data, hyper, n)
     return jax.vmap(one, in_axes=(0, axes, 0))(loop, data, hyper)
 
 
 _STATIC = dict(static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
 _loop_many_jit = jax.jit(_loop_many, **_STATIC)
-_loop_many_sequential_jit = jax.jit(_loop_many, compiler_options=_SEQUENTIAL_CPU, **_STATIC)
+_loop_many_sequential_jit = jax.jit(_loop_many, compiler_options=SEQUENTIAL_CPU, **_STATIC)
 
 
 @partial(jax.jit, static_argnames=("net", "config", "axes", "chunk"))
 def _initial_many_jit(net, config, axes, data, params, opt_state, epoch, chunk):
-    one = lambda data, p, s, e: _initial_loop(net, config, data, p, s, e, chunk)
+    one = lambda data, p, s, e: initial_state(net, config, data, p, s, e, chunk)
     return jax.vmap(one, in_axes=(axes, 0, 0, 0))(data, params, opt_state, epoch)
 
 
@@ -137,12 +128,12 @@ def sweep(
     if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
         raise ValueError(
             f"shuffle must be one key or an array of M = {M} keys, got shape {shuffle.shape}")
-    prep, epochs = _prepare(
+    prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
     config, data = prep.config, prep.data
-    hyper = _Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
+    hyper = Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
                      for v in prep.hyper))
     epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))
     axes = _data_axes(data)
@@ -152,14 +143,14 @@ def sweep(
         prep = prep._replace(params=params, opt_state=opt_state)
 
     loop = _initial_many_jit(net, config, axes, data, prep.params, prep.opt_state, epoch,
-                             chunk=_CHUNK)
+                             chunk=CHUNK)
 
-    loop_jit = _loop_many_sequential_jit if _sequential(config, data) else _loop_many_jit
+    loop_jit = _loop_many_sequential_jit if sequential(config, data) else _loop_many_jit
 
     def run(loop, n):
         return loop_jit(net, optimizer, config, axes, loop, data, hyper, jnp.asarray(n, jnp.int32))
 
-    loop, losses, val_losses = _drive(run, loop, epochs, progress, "sweep")
+    loop, losses, val_losses = drive(run, loop, epochs, progress, "sweep")
     dtype = prep.params[0].dtype
 
     def history(chunks):
@@ -167,5 +158,5 @@ def sweep(
         return jax.device_put(np.pad(h, ((0, 0), (0, epochs - h.shape[-1])),
                                   constant_values=np.nan))
 
-    result = _result(config, loop, history(losses), history(val_losses))
-    return result if mesh is None else on_mesh(result, mesh)
+    out = result(config, loop, history(losses), history(val_losses))
+    return out if mesh is None else on_mesh(out, mesh)

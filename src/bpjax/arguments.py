@@ -1,0 +1,239 @@
+"""The arguments of :func:`bpjax.fit` and :func:`bpjax.sweep`: checked before any work, and
+prepared for the compiled loop (:mod:`bpjax.loop`).
+
+Every bad input raises a ``TypeError`` or ``ValueError`` that names the argument, before
+anything is compiled or run. Checks look at shapes, and at values where they are concrete:
+traced values (under ``jax.jit`` or ``jax.vmap``) pass unchecked.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bpjax.checkpoint import Checkpoint
+from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
+from bpjax.loop import Config, Data, FitResult, Hyper
+from bpjax.network import Network
+from bpjax.params import Params, check_layers, check_params, structural
+
+__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "prepare"]
+
+
+def is_traced(*trees) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for t in trees for v in jax.tree.leaves(t))
+
+
+def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
+    """Checks a hyper-parameter given as a number; returns it (tracers pass unchecked)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, jax.core.Tracer):
+        return value
+    kind = "an int" if integer else "a number"
+    ok_type = isinstance(value, (int, float, np.integer, np.floating)) or (
+        hasattr(value, "shape") and np.shape(value) == () and (
+            np.issubdtype(np.asarray(value).dtype, np.integer)
+            or (not integer and np.issubdtype(np.asarray(value).dtype, np.floating))))
+    if isinstance(value, (bool, np.bool_)) or not ok_type or (
+            integer and isinstance(value, (float, np.floating))):
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return value
+
+
+def _check_learning_rate(eta, models=None):
+    """η > 0 and finite: a number, or for a sweep an array of shape ``(M,)``."""
+    if isinstance(eta, jax.core.Tracer):
+        return eta
+    if models is not None and np.ndim(eta) == 1:
+        v = np.asarray(eta)
+        if v.shape != (models,):
+            raise ValueError(
+                f"learning_rate must be a number or have shape (M,) = ({models},), "
+                f"got shape {v.shape}")
+        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"learning_rate must be finite and > 0 for every model, got {v}")
+        return eta
+    return _scalar(eta, "learning_rate", minimum=0, strict=True)
+
+
+def _check_frozen(net: Network, frozen) -> Params | None:
+    """``frozen`` must be a tuple of boolean arrays shaped like ``params``."""
+    if frozen is None:
+        return None
+    return check_layers(
+        net, frozen, name="frozen", boolean=True, expected="the shape of params[{i}],",
+        what="boolean arrays shaped like params (see bpjax.frozen_mask)")
+
+
+def _check_optimizer(optimizer):
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1.0)) or None "
+            f"for plain SGD, got {type(optimizer).__name__}")
+
+
+def init_state(optimizer, params):
+    return optax.EmptyState() if optimizer is None else optimizer.init(params)
+
+
+def check_opt_state(optimizer, opt_state, params):
+    """``opt_state`` must have the structure, shapes and dtypes that ``optimizer.init`` makes."""
+    expected = jax.eval_shape(lambda p: init_state(optimizer, p), params)
+    exp_leaves, exp_def = jax.tree.flatten(expected)
+    leaves, treedef = jax.tree.flatten(opt_state)
+    name = "plain SGD (optimizer=None)" if optimizer is None else "the optimizer"
+    if treedef != exp_def:
+        raise ValueError(
+            f"opt_state does not fit {name}: expected structure {exp_def}, got {treedef}")
+    for i, (v, e) in enumerate(zip(leaves, exp_leaves)):
+        if np.shape(v) != e.shape:
+            raise ValueError(
+                f"opt_state leaf {i} has shape {np.shape(v)}, expected {e.shape} from {name}")
+    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+
+
+def _host(v, dtype):
+    """A hyper-parameter as a numpy array (handed to the compiled loop with its arguments,
+    without a dispatch of its own), or as a JAX array if it is one already (or traced)."""
+    return jnp.asarray(v, dtype) if isinstance(v, jax.Array) else np.asarray(v, dtype)
+
+
+class Prepared(NamedTuple):
+    params: Params
+    opt_state: Any
+    epoch: Any
+    data: Data
+    hyper: Hyper
+    config: Config
+
+
+def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
+             opt_state, shuffle, validation, tol, patience, min_delta, models=None):
+    """Checks every input before any work, and builds the loop's inputs.
+
+    With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
+    epoch = 0
+    if isinstance(params, (FitResult, Checkpoint)):
+        if opt_state is not None:
+            raise ValueError("pass either a previous result or opt_state, not both")
+        params, opt_state, epoch = params.params, params.opt_state, params.epoch
+    _check_optimizer(optimizer)
+    epochs = _scalar(epochs, "epochs", integer=True, minimum=0)
+    if isinstance(epochs, jax.core.Tracer):
+        raise TypeError("epochs must be a Python int (it sets the length of the loss history)")
+    epochs = int(epochs)
+
+    if models is None:
+        params = check_params(net, params)
+    else:
+        params = check_models(net, params, models)
+    X, single = as_inputs(net, X)
+    N = X.shape[0]
+    Y = as_targets(net, Y, N, single)
+    dtype = float_dtype(X, *params)
+
+    if batch_size is None:
+        B = N
+    else:
+        batch_size = _scalar(batch_size, "batch_size", integer=True, minimum=1)
+        if isinstance(batch_size, jax.core.Tracer):
+            raise TypeError("batch_size must be a Python int or None")
+        B = int(batch_size)
+        if B > N:
+            raise ValueError(f"batch_size must be at most N = {N} (or None), got {B}")
+    if learning_rate is None:
+        if optimizer is None:
+            raise TypeError(
+                "learning_rate is required for the plain step of the paper (optimizer=None); "
+                "with an optax optimizer it defaults to 1 (the optimizer's own rate applies)")
+        learning_rate = 1.0
+    eta = _check_learning_rate(learning_rate, models)
+    tol = _scalar(tol, "tol", minimum=0, allow_none=True)
+    patience = _scalar(patience, "patience", integer=True, minimum=1, allow_none=True)
+    min_delta = _scalar(min_delta, "min_delta", minimum=0)
+    frozen = _check_frozen(net, frozen)
+
+    X_val = Y_val = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError(
+                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}")
+        X_val, single_val = as_inputs(net, validation[0])
+        Y_val = as_targets(net, validation[1], X_val.shape[0], single_val)
+        X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
+    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
+    for l, w in enumerate(params, start=1):
+        check_finite(**{f"params[{l - 1}] (layer {l})": w})
+
+    if shuffle is not None and not (
+            isinstance(shuffle, jax.Array) and jnp.issubdtype(shuffle.dtype, jax.dtypes.prng_key)):
+        raise TypeError(
+            f"shuffle must be a key from jax.random.key(seed) (or None to keep the dataset "
+            f"order), got {type(shuffle).__name__}")
+
+    params = tuple(as_dtype(w, dtype) for w in params)
+    # The weights training may change: structure & ~frozen, per layer; None where all may.
+    trainable = []
+    for l in range(1, net.depth + 1):
+        m = None if net.is_dense(l) else jnp.asarray(net.structure(l))
+        if frozen is not None:
+            free = jnp.logical_not(frozen[l - 1])
+            m = free if m is None else jnp.logical_and(m, free)
+        trainable.append(m)
+    masked = any(m is not None for m in trainable)
+    trainable = tuple(trainable) if masked else None
+    if models is None:
+        params = structural(net, params)
+        if opt_state is None:
+            opt_state = init_state(optimizer, params)
+        elif not is_traced(opt_state):
+            opt_state = check_opt_state(optimizer, opt_state, params)
+    else:
+        params = jax.vmap(partial(structural, net))(params)
+        if opt_state is None:
+            opt_state = jax.vmap(partial(init_state, optimizer))(params)
+        else:
+            opt_state = jax.vmap(partial(check_opt_state, optimizer))(opt_state, params) \
+                if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
+
+    steps = -(-N // B)
+    config = Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
+                     validate=validation is not None, restore_best=patience is not None,
+                     masked=masked)
+    data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
+    hyper = Hyper(
+        eta=_host(eta, dtype),
+        tol=_host(-np.inf if tol is None else tol, dtype),
+        patience=_host(0 if patience is None else patience, np.int32),
+        min_delta=_host(min_delta, dtype),
+    )
+    return Prepared(params, opt_state, epoch, data, hyper, config), epochs
+
+
+def check_models(net, params, models):
+    """Sweep params: every leaf ``(M, 1 + fan_in, N_l)``."""
+    return check_layers(net, params, what="arrays with a leading model axis",
+                        leading=(models,), expected="(M, 1 + fan_in, N_l) =")
+
+
+def _check_opt_state_many(optimizer, opt_state, params):
+    first = jax.tree.map(lambda v: v[0], opt_state)
+    check_opt_state(optimizer, first, jax.tree.map(lambda v: v[0], params))
+    expected = jax.eval_shape(jax.vmap(partial(init_state, optimizer)), params)
+    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+
+

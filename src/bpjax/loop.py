@@ -1,0 +1,303 @@
+"""The epoch loop that every trainer shares: Algorithm 1, line 3, "or until convergence".
+
+    for t = 1 until t = T do ... ▷ or until convergence                 (Algorithm 1, line 3)
+
+A trainer (:mod:`bpjax.minibatch` for :func:`bpjax.fit` and :func:`bpjax.sweep`) says what one
+epoch does to the weights; :func:`run_epochs` runs epochs inside one ``lax.while_loop`` and adds
+what they all share: loss (1) after each epoch, the validation loss, and the stopping rules
+(``tol``, ``patience``, divergence) described in :mod:`bpjax.training`. :func:`drive` calls the
+compiled loop in chunks of at most :data:`CHUNK` epochs from Python, with an optional progress
+bar, and :func:`result` turns the final state into a :class:`FitResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bpjax.distributed import to_host
+from bpjax.loss import loss_of_params
+from bpjax.params import Params
+
+__all__ = ["CHUNK", "Config", "Data", "FitResult", "Hyper", "LoopState", "drive",
+           "initial_state", "initial_state_jit", "result", "run_epochs"]
+
+CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
+_PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the trained weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
+      opt_state: the optimizer state that goes with ``params`` (``optax.EmptyState()`` for the
+        plain step); pass the result back to :func:`fit` to resume.
+      losses: loss (1) on the training set after each epoch, shape ``(epochs_run,)``: this is
+        ``(epochs,)`` unless training stopped early.
+      val_losses: loss (1) on the validation set after each epoch, same shape, or ``None``.
+      epoch: the number of epochs trained in total, counting those of a resumed result.
+      epochs_run: the number of epochs run by this call.
+      best_epoch: the epoch of this call (1-based; 0 for the initial weights) whose weights
+        ``params`` holds: ``epochs_run`` normally, the best epoch with ``patience``, the last
+        finite one after divergence.
+      converged: whether the training loss reached ``tol``.
+      stopped_early: whether ``patience`` ran out.
+      diverged: whether the training loss became NaN or infinite.
+      diverged_epoch: the epoch of this call (1-based) whose loss was not finite; 0 if none.
+
+    Under ``jax.jit`` or ``jax.vmap`` (and from :func:`bpjax.sweep`) the scalars are arrays
+    and ``losses`` has shape ``(epochs,)``, padded with NaN after the last epoch run.
+    """
+
+    params: Params
+    opt_state: Any
+    losses: jax.Array
+    val_losses: jax.Array | None
+    epoch: int
+    epochs_run: int
+    best_epoch: int
+    converged: bool
+    stopped_early: bool
+    diverged: bool
+    diverged_epoch: int
+
+
+# --- the state of the loop ------------------------------------------------------------------
+
+
+class Config(NamedTuple):
+    """What the compiled loop is specialised on (hashable, static)."""
+
+    N: int  # samples
+    batch: int  # B (N for full batch)
+    steps: int  # ⌈N/B⌉ steps per epoch
+    shuffle: bool
+    validate: bool
+    restore_best: bool  # patience given: keep the best weights
+    masked: bool  # some weights are frozen or structural zeros
+    batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
+
+
+class Data(NamedTuple):
+    """The traced inputs that stay fixed during training."""
+
+    X: jax.Array  # (N, D)
+    Y: jax.Array  # (N, d)
+    X_val: jax.Array | None
+    Y_val: jax.Array | None
+    trainable: tuple | None  # per layer: structure & ~frozen (bool), None if all trainable
+    key: jax.Array | None  # shuffling key
+
+
+class Hyper(NamedTuple):
+    """The traced hyper-parameters (changing them never recompiles)."""
+
+    eta: jax.Array  # η
+    tol: jax.Array  # -inf when not given
+    patience: jax.Array  # int32
+    min_delta: jax.Array
+
+
+class LoopState(NamedTuple):
+    """The state carried from epoch to epoch (and from one call of the loop to the next)."""
+
+    params: Params
+    opt_state: Any
+    best_params: Params | None
+    best_opt_state: Any
+    best_loss: jax.Array  # the best monitored loss so far
+    best_epoch: jax.Array  # its epoch in this fit call (0 = initial weights)
+    since_best: jax.Array  # epochs since the monitored loss last improved
+    epoch: jax.Array  # epochs trained in total (shuffling keys are folded with it)
+    done: jax.Array  # epochs run in this fit call
+    count: jax.Array  # epochs run in this call of the loop: the index into `losses`
+    losses: jax.Array  # (C,)
+    val_losses: jax.Array  # (C,)
+    converged: jax.Array
+    stopped_early: jax.Array
+    diverged: jax.Array
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def run_epochs(net, one_epoch, config, loop, data, hyper, n):
+    """Runs up to ``n`` epochs, fewer if training stops; losses go to ``loop.losses[count]``.
+
+    ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
+    ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
+    every trainer shares: loss (1) after each epoch, validation, the stopping rules.
+    """
+
+    def cond(s):
+        stop = s.converged | s.stopped_early | s.diverged
+        return (s.count < n) & ~stop
+
+    nan = jnp.full_like(loop.losses, jnp.nan)
+    loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
+
+    def body(s):
+        params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
+        loss = loss_of_params(net, params, data.X, data.Y)
+        finite = jnp.isfinite(loss)
+        # After divergence, keep the weights from before the failing epoch.
+        params = _select(finite, params, s.params)
+        opt_state = _select(finite, opt_state, s.opt_state)
+        done = s.done + 1
+        val = loss_of_params(net, params, data.X_val, data.Y_val) if config.validate else loss
+        monitored = val if config.validate else loss
+        improved = finite & (monitored < s.best_loss - hyper.min_delta)
+        best_loss = jnp.where(improved, monitored, s.best_loss)
+        since_best = jnp.where(improved, 0, s.since_best + 1)
+        if config.restore_best:
+            best_params = _select(improved, params, s.best_params)
+            best_opt_state = _select(improved, opt_state, s.best_opt_state)
+            best_epoch = jnp.where(improved, done, s.best_epoch)
+            stopped_early = since_best >= hyper.patience
+        else:
+            best_params, best_opt_state = None, None
+            best_epoch = jnp.where(finite, done, s.best_epoch)
+            stopped_early = s.stopped_early
+        return LoopState(
+            params=params,
+            opt_state=opt_state,
+            best_params=best_params,
+            best_opt_state=best_opt_state,
+            best_loss=best_loss,
+            best_epoch=best_epoch,
+            since_best=since_best,
+            epoch=s.epoch + 1,
+            done=done,
+            count=s.count + 1,
+            losses=s.losses.at[s.count].set(loss),
+            val_losses=s.val_losses.at[s.count].set(val) if config.validate else s.val_losses,
+            converged=finite & (loss <= hyper.tol),
+            stopped_early=stopped_early & finite,
+            diverged=~finite,
+        )
+
+    return jax.lax.while_loop(cond, body, loop)
+
+
+def initial_state(net, config, data, params, opt_state, epoch, chunk):
+    """The loop state before the first epoch of a fit call."""
+    dtype = params[0].dtype
+    best_loss = jnp.asarray(jnp.inf, dtype)
+    if config.restore_best:  # the initial weights are candidates too
+        X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
+        best_loss = loss_of_params(net, params, X, Y)
+        best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
+    copy = partial(jax.tree.map, jnp.copy)
+    return LoopState(
+        params=copy(params),
+        opt_state=copy(opt_state),
+        best_params=copy(params) if config.restore_best else None,
+        best_opt_state=copy(opt_state) if config.restore_best else None,
+        best_loss=best_loss,
+        best_epoch=jnp.asarray(0, jnp.int32),
+        since_best=jnp.asarray(0, jnp.int32),
+        epoch=jnp.asarray(epoch, jnp.int32),
+        done=jnp.asarray(0, jnp.int32),
+        count=jnp.asarray(0, jnp.int32),
+        losses=jnp.full(chunk, jnp.nan, dtype),
+        val_losses=jnp.full(chunk, jnp.nan, dtype),
+        converged=jnp.asarray(False),
+        stopped_early=jnp.asarray(False),
+        diverged=jnp.asarray(False),
+    )
+
+
+initial_state_jit = jax.jit(initial_state, static_argnames=("net", "config", "chunk"))
+
+
+def result(config, loop, losses, val_losses) -> FitResult:
+    """The result from the final loop state (arrays; a Python loop makes them scalars)."""
+    params, opt_state = loop.params, loop.opt_state
+    if config.restore_best:
+        params, opt_state = loop.best_params, loop.best_opt_state
+    return FitResult(
+        params=params,
+        opt_state=opt_state,
+        losses=losses,
+        val_losses=val_losses if config.validate else None,
+        epoch=loop.epoch,
+        epochs_run=loop.done,
+        best_epoch=loop.best_epoch,
+        converged=loop.converged,
+        stopped_early=loop.stopped_early,
+        diverged=loop.diverged,
+        diverged_epoch=jnp.where(loop.diverged, loop.done, 0),
+    )
+
+
+class _Progress:
+    """A tqdm bar refreshed at most every ``_PROGRESS_INTERVAL`` seconds, or nothing."""
+
+    def __init__(self, enabled, total, desc):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise ImportError("progress=True needs tqdm: pip install tqdm") from e
+            kwargs = dict(total=total, desc=desc, unit="epoch", mininterval=_PROGRESS_INTERVAL)
+            kwargs.update(enabled if isinstance(enabled, dict) else {})
+            self.bar = tqdm(**kwargs)
+
+    def epochs_per_call(self, seconds_per_epoch):
+        """With a bar, each call of the loop lasts about one refresh interval."""
+        if self.bar is None or seconds_per_epoch is None:
+            return CHUNK if self.bar is None else 1
+        return int(np.clip(_PROGRESS_INTERVAL / max(seconds_per_epoch, 1e-9), 1, CHUNK))
+
+    def update(self, n, losses):
+        """Advances by ``n`` epochs, showing the last loss (the median over a sweep's models)."""
+        if self.bar is not None:
+            self.bar.update(n)
+            finite = np.asarray(losses)[np.isfinite(losses)]
+            if finite.size:
+                self.bar.set_postfix(loss=f"{np.median(finite):.4g}", refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def drive(run, loop, epochs, progress, desc):
+    """Calls the compiled loop until ``epochs`` epochs ran or training stopped.
+
+    ``run(loop, n)`` runs up to ``n`` more epochs. Returns the final loop state and the loss
+    histories (numpy, ``(..., epochs_run)``, NaN where a model of a sweep had stopped).
+    """
+    losses, val_losses = [], []
+    bar = _Progress(progress, epochs, desc)
+    try:
+        remaining, per_epoch = epochs, None
+        while remaining > 0:
+            n = min(remaining, bar.epochs_per_call(per_epoch))
+            t0 = time.perf_counter()
+            loop = run(loop, n)
+            count, loss, val_loss, converged, stopped_early, diverged = map(to_host, (
+                loop.count, loop.losses, loop.val_losses, loop.converged, loop.stopped_early,
+                loop.diverged))
+            ran = int(np.max(count))
+            per_epoch = (time.perf_counter() - t0) / max(ran, 1)
+            losses.append(loss[..., :ran])
+            val_losses.append(val_loss[..., :ran])
+            remaining -= ran
+            if ran:
+                bar.update(ran, losses[-1][..., -1])
+            if ran < n or np.all(converged | stopped_early | diverged):
+                break
+    finally:
+        bar.close()
+    return loop, losses, val_losses
+
+
