@@ -25,7 +25,17 @@ from bpjax import minibatch
 from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
 from bpjax.arguments import prepare
 from bpjax.distributed import model_parallel, on_mesh
-from bpjax.loop import CHUNK, Data, FitResult, Hyper, drive, initial_state, result
+from bpjax.loop import (
+    CHUNK,
+    Data,
+    FitResult,
+    Hyper,
+    check_on_divergence,
+    drive,
+    initial_state,
+    result,
+    warn_divergence,
+)
 from bpjax.network import Network
 from bpjax.params import Params
 
@@ -91,6 +101,7 @@ def sweep(
     progress: bool | dict = False,
     mesh: jax.sharding.Mesh | None = None,
     model_axis: str = "models",
+    on_divergence: str = "warn",
 ) -> FitResult:
     """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
 
@@ -118,12 +129,16 @@ def sweep(
         ``model_axis``, ``M/n`` models on each of its ``n`` devices (see
         :mod:`bpjax.distributed`); ``M`` must be a multiple of ``n``.
       model_axis: the name of the mesh axis that splits the models.
+      on_divergence: ``"warn"`` (default): one :class:`bpjax.DivergenceWarning` naming the
+        models whose training loss became NaN or infinite, their epochs and learning rates;
+        ``"ignore"``: nothing (``result.diverged`` tells which, either way).
 
     Returns:
       A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
       ``val_losses`` are ``(M, epochs)``, NaN after a model stopped. With a mesh, the arrays
       with a model axis stay split over it.
     """
+    check_on_divergence(on_divergence)
     M = _models(params)
     if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
         raise ValueError(
@@ -159,4 +174,5 @@ def sweep(
                                   constant_values=np.nan))
 
     out = result(config, loop, history(losses), history(val_losses))
+    warn_divergence(out, on_divergence, learning_rate, "sweep")
     return out if mesh is None else on_mesh(out, mesh)

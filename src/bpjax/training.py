@@ -89,7 +89,16 @@ from bpjax import minibatch
 from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
 from bpjax.arguments import is_traced, prepare
 from bpjax.distributed import data_parallel, on_mesh
-from bpjax.loop import CHUNK, FitResult, drive, initial_state, initial_state_jit, result
+from bpjax.loop import (
+    CHUNK,
+    FitResult,
+    check_on_divergence,
+    drive,
+    initial_state,
+    initial_state_jit,
+    result,
+    warn_divergence,
+)
 from bpjax.network import Network
 from bpjax.params import Params
 
@@ -120,6 +129,7 @@ def fit(
     progress: bool | dict = False,
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
+    on_divergence: str = "warn",
 ) -> FitResult:
     """Trains ``net`` by gradient descent with the hand-written gradients: Algorithm 1.
 
@@ -162,6 +172,10 @@ def fit(
         :mod:`bpjax.distributed`). The batch size (``N`` for the full batch) must be a
         multiple of that axis's size; ``batch_size=1`` needs an axis of one device.
       data_axis: the name of the mesh axis that splits the batches.
+      on_divergence: ``"warn"`` (default): if the training loss becomes NaN or infinite, warn
+        with a :class:`bpjax.DivergenceWarning` that names the epoch and what to try;
+        ``"ignore"``: say nothing (``result.diverged`` tells either way). Under ``jax.jit``
+        nothing can be printed: read ``result.diverged``.
 
     Returns:
       A :class:`FitResult`; with a mesh, ``params`` and ``opt_state`` are replicated on it.
@@ -173,6 +187,7 @@ def fit(
         an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
         ``data_axis`` or a batch size that does not split evenly over it.
     """
+    check_on_divergence(on_divergence)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
@@ -203,7 +218,9 @@ def fit(
     r = result(config, loop, losses, val_losses)
     if mesh is not None:
         r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
-    return r._replace(
+    r = r._replace(
         epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
         converged=bool(r.converged), stopped_early=bool(r.stopped_early),
         diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
+    warn_divergence(r, on_divergence, learning_rate, "fit")
+    return r
