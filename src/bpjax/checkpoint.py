@@ -68,14 +68,18 @@ class Checkpoint(NamedTuple):
 # --- the network as JSON ------------------------------------------------------------------------
 
 
-def _activation_name(act, l) -> str:
+def _activation_name(act, resolved, l) -> str:
+    """The name under which the file stores ``act``; it must load back as ``resolved``."""
     name = act if isinstance(act, str) else act.name
     registered = _activations.get_activation(name) if name in \
         _activations.available_activations() else None
-    if registered is None or (not isinstance(act, str) and registered != act):
+    if registered != resolved:
+        why = ("" if registered is None else
+               " now (it was registered again after this network was built)")
         raise ValueError(
-            f"layer {l} uses the activation {name!r}, which is not registered under that name: "
-            f"register it with bpjax.register_activation so that the file can name it")
+            f"layer {l} uses the activation {name!r}, which is not registered under that name"
+            f"{why}: register it with bpjax.register_activation so that the file can name it, "
+            f"and build the network again")
     return name
 
 
@@ -83,8 +87,9 @@ def _network_to_json(net: Network) -> dict:
     layers = []
     for l, layer in enumerate(net.layers, start=1):
         act = layer.activation
-        act = (_activation_name(act, l) if isinstance(act, (str, _activations.Activation))
-               else [_activation_name(a, l) for a in act])
+        act = (_activation_name(act, layer.activations[0], l)
+               if isinstance(act, (str, _activations.Activation))
+               else [_activation_name(a, f, l) for a, f in zip(act, layer.activations)])
         layers.append({
             "size": layer.size,
             "activation": act,
