@@ -30,7 +30,7 @@ import numpy as np
 from bpjax import activations as _activations
 from bpjax.activations import Activation
 
-__all__ = ["Layer", "Network"]
+__all__ = ["Layer", "Network", "check_network"]
 
 
 def _is_int(v) -> bool:
@@ -335,3 +335,15 @@ class Network:
         lines.append(f"L = {self.depth}, D = {self.inputs}, d = {self.outputs}, "
                      f"{self.num_params} weights (structural zeros excluded)")
         return "\n".join(lines)
+
+
+def check_network(net, where: str, what: str | None = None) -> Network:
+    """``net`` if it is a :class:`Network`, else a ``TypeError`` naming ``where`` it was given.
+
+    The first check of every public function that takes a network: ``bp.forward(None, ...)``
+    says what it expected rather than failing on a missing attribute later.
+    """
+    if not isinstance(net, Network):
+        what = what or f"{where} expects a bpjax.Network"
+        raise TypeError(f"{what}, got {type(net).__name__}: {net!r:.60}")
+    return net
