@@ -442,3 +442,15 @@ def test_load_argument_types():
         bp.load("m.npz", net="x")
     with pytest.raises(TypeError, match=r"path must be a str or a path, got NoneType"):
         bp.load(None)
+
+
+def test_files_of_the_earlier_format_still_load(tmp_path, trained):
+    path = tmp_path / "m.npz"
+    bp.save(path, NET, trained)
+
+    def earlier(meta, arrays):  # version 1 as first written: no 'models', no 'tree'
+        del meta["models"], meta["arrays"]["opt_state"]["tree"]
+    _rewrite(path, earlier)
+    ckpt = bp.load(path, optimizer=ADAM)
+    assert ckpt.models is None and ckpt.epoch == 2
+    chex.assert_trees_all_equal(ckpt.opt_state, trained.opt_state)

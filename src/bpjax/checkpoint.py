@@ -582,12 +582,12 @@ def _read(path: Path, shown=None) -> tuple[dict, dict]:
 def _parse(meta: dict) -> tuple:
     """The parts of the metadata, each checked: ``(net, models, epoch, params_info, state_info,
     metadata)``; :class:`_Invalid` says what is wrong."""
-    expected = {"format", "version", "network", "epoch", "models", "arrays", "metadata"}
+    expected = {"format", "version", "network", "epoch", "arrays", "metadata"}
     missing = expected - set(meta)
     if missing:
         raise _Invalid(f"it has no {', '.join(sorted(missing))}")
     net = _network_from_json(meta["network"])
-    models = meta["models"]
+    models = meta.get("models")  # absent from the files of earlier bpjax: one model
     if models is not None and not (isinstance(models, int) and not isinstance(models, bool)
                                    and models >= 1):
         raise _Invalid(f"'models' must be null or an int >= 1, got {models!r}")
@@ -609,9 +609,9 @@ def _parse(meta: dict) -> tuple:
     state = info["opt_state"]
     if state is not None and not (
             isinstance(state, dict) and isinstance(state.get("structure"), str)
-            and isinstance(state.get("leaves"), list) and "tree" in state):
-        raise _Invalid("the optimizer state must be null or an object with 'structure', 'tree' "
-                       "and 'leaves'")
+            and isinstance(state.get("leaves"), list)):
+        raise _Invalid("the optimizer state must be null or an object with 'structure' and "
+                       "'leaves'")
     if not isinstance(meta["metadata"], dict):
         raise _Invalid(f"'metadata' must be an object, got {meta['metadata']!r:.60}")
     return net, models, epoch, info["params"], state, meta["metadata"]
@@ -683,7 +683,7 @@ def load(path, *, net: Network | None = None,
 
 def _rebuild_state(path, state_info, leaves, optimizer, params, models):
     """The optimizer state from its leaves: structure from ``optimizer.init`` or the file."""
-    if optimizer is None and state_info["tree"] is not None:
+    if optimizer is None and state_info.get("tree") is not None:
         treedef = jax.tree.structure(_skeleton(state_info["tree"]))
         if treedef.num_leaves != len(leaves):
             raise _Invalid(f"the optimizer state's tree has {treedef.num_leaves} leaves, the "
