@@ -22,15 +22,21 @@ from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.network import Network
 from bpjax.params import Params, check_layers, check_params, structural
 
-__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "prepare"]
+__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
+           "prepare"]
 
 
 def is_traced(*trees) -> bool:
     return any(isinstance(v, jax.core.Tracer) for t in trees for v in jax.tree.leaves(t))
 
 
-def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
-    """Checks a hyper-parameter given as a number; returns it (tracers pass unchecked)."""
+def number(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
+    """Checks a hyper-parameter given as a real number; returns it (tracers pass unchecked).
+
+    ``TypeError`` unless ``value`` is an int or float (or a 0-d numeric array; bools, strings,
+    complex numbers and ``None`` are not), ``ValueError`` unless it is finite and ``>=
+    minimum`` (``>`` if ``strict``); the messages name ``name``.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, jax.core.Tracer):
@@ -49,6 +55,9 @@ def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_non
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
     return value
+
+
+_scalar = number  # this module's name for it
 
 
 def _check_learning_rate(eta, models=None):

@@ -14,7 +14,8 @@ import numpy as np
 
 from bpjax.network import Network
 
-__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype"]
+__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype",
+           "real_array"]
 
 
 def float_dtype(*arrays) -> jnp.dtype:
@@ -44,7 +45,16 @@ def _shape(v, name):
         jnp.issubdtype(v.dtype, jnp.number) or jnp.issubdtype(v.dtype, jnp.bool_)
     ):
         raise TypeError(f"{name} must be a numeric array, got dtype {v.dtype}")
+    if jnp.issubdtype(v.dtype, jnp.complexfloating):  # loss (1) and its gradient are real
+        raise TypeError(f"{name} must be real, got dtype {v.dtype}: bpjax computes with real "
+                        f"numbers (pass the real part, or real and imaginary parts as features)")
     return v, tuple(v.shape)
+
+
+def real_array(v, name: str):
+    """``v`` (made an array if it is not one) and its shape; a ``TypeError`` naming ``name``
+    unless it holds real numbers or booleans (a dtype check: no host sync, works on tracers)."""
+    return _shape(v, name)
 
 
 def as_inputs(net: Network, X) -> tuple[jax.Array, bool]:
