@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from bpjax import activations
 from bpjax.forward import Trace, homogeneous, homogenised, layer_inputs, propagate
 from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
@@ -172,6 +172,7 @@ def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
       ``(loss, grads)``: a scalar and ``∂L/∂θ`` with the structure and shapes of ``params``,
       ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
     """
+    check_network(net, "value_and_backprop")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return loss_and_gradients_jit(net, params, X2, Y2, s)
 
@@ -189,6 +190,7 @@ def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
     Returns:
       ``grads`` shaped like ``params``: ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
     """
+    check_network(net, "backprop")
     return value_and_backprop(net, params, X, Y, weights)[1]
 
 
@@ -208,6 +210,7 @@ def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
     Returns:
       A tuple with, for each layer, an array ``(N, 1 + fan_in, N_l)``.
     """
+    check_network(net, "per_example_backprop")
     params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
     return _per_example_jit(net, params, X2, Y2)
 
@@ -226,5 +229,6 @@ def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
       A tuple of length ``L + 1``: ``delta[0]`` is None and ``delta[l]`` has shape ``(N, N_l)``;
       row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of loss (1)).
     """
+    check_network(net, "deltas")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return _deltas_jit(net, params, X2, Y2, s)

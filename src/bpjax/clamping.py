@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, check_params
 
 __all__ = ["clamp", "frozen_mask"]
@@ -75,8 +75,7 @@ def frozen_mask(net: Network, weights: Iterable = ()) -> Params:
       >>> bool(frozen[0][0, 1]), bool(frozen[1][1, 0]), int(sum(m.sum() for m in frozen))
       (True, True, 3)
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"frozen_mask expects a bpjax.Network, got {type(net).__name__}")
+    check_network(net, "frozen_mask")
     if isinstance(weights, tuple) and len(weights) == 3 and all(
             isinstance(v, (int, np.integer)) for v in weights):
         raise TypeError(f"weights must be a list of triples, e.g. [{weights!r}], got one triple")
@@ -100,6 +99,7 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
       ``(params, frozen)``: the weights with ``w^l_jk = value`` set, and the masks that keep
       them there during :func:`bpjax.fit`.
     """
+    check_network(net, "clamp")
     if not isinstance(values, Mapping):
         raise TypeError(
             f"values must be a mapping {{(l, j, k): value}}, got {type(values).__name__}")

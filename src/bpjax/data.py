@@ -40,7 +40,10 @@ def as_dtype(v, dtype) -> jax.Array:
 
 def _shape(v, name):
     if not hasattr(v, "shape"):
-        v = np.asarray(v)
+        given, v = v, np.asarray(v)
+        if v.dtype == object or v.dtype.kind in "US" and v.ndim == 0:
+            raise TypeError(f"{name} must be a numeric array, got {type(given).__name__}: "
+                            f"{given!r:.60}")
     if v.dtype == object or not (
         jnp.issubdtype(v.dtype, jnp.number) or jnp.issubdtype(v.dtype, jnp.bool_)
     ):

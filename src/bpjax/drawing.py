@@ -15,7 +15,7 @@ matplotlib is an optional dependency (the ``experiments`` extra); it is imported
 
 from __future__ import annotations
 
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.paths import check_output, check_weight, hops, source, weight_paths
 
 __all__ = ["draw_network"]
@@ -129,8 +129,7 @@ def draw_network(
     Raises:
       ImportError: matplotlib is not installed.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"draw_network expects a bpjax.Network, got {type(net).__name__}")
+    check_network(net, "draw_network")
     paths, weight_edge = (), None
     if highlight is not None:
         m, p, r = check_weight(net, highlight)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from bpjax.data import as_dtype, as_targets, as_weights
 from bpjax.forward import prepare, propagate
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["loss"]
@@ -75,5 +75,6 @@ def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
     Returns:
       ``L(X × Y; θ)``, a scalar.
     """
+    check_network(net, "loss")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return _loss_jit(net, params, X2, Y2, s)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 
 __all__ = ["Params", "check_params", "init"]
 
@@ -64,8 +64,7 @@ def init(
     Returns:
       ``params``, a tuple of ``L`` arrays, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"init expects a bpjax.Network, got {type(net).__name__}")
+    check_network(net, "init")
     dtype = _default_float() if dtype is None else jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init dtype must be floating, got {dtype}")
@@ -142,6 +141,7 @@ def check_params(net: Network, params: Sequence) -> Params:
       TypeError: ``params`` is not a sequence of floating arrays.
       ValueError: wrong number of layers, or a layer of the wrong shape.
     """
+    check_network(net, "check_params")
     return check_layers(net, params)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from bpjax import activations
 from bpjax.forward import forward_trace
-from bpjax.network import Network, _is_int
+from bpjax.network import Network, _is_int, check_network
 from bpjax.params import Params, check_params, structural
 
 __all__ = ["ChainPath", "ChainRule", "Factor", "chain_rule_paths", "weight_paths"]
@@ -231,6 +231,7 @@ def weight_paths(net: Network, weight, output: int | None = None, *, max_paths: 
       A tuple of paths, each a tuple of neurons ``(l, k)`` from ``(m, r)`` to ``(L, k)``, in a
       fixed order; empty when the weight is a structural zero or lies on no path.
     """
+    check_network(net, "weight_paths")
     m, p, r = check_weight(net, weight)
     k = check_output(net, output, allow_all=True)
     L = net.depth
@@ -302,6 +303,7 @@ def chain_rule_paths(
       A :class:`ChainRule`; ``str()`` of it is a readable rendering. Its ``value`` is the sum
       of the paths' products, ``∂φ^L_k/∂w^m_pr(x)``: exactly 0 without a path (equation (4)).
     """
+    check_network(net, "chain_rule_paths")
     m, p, r = check_weight(net, weight)
     k = check_output(net, output, allow_all=False)
     params = check_params(net, params)
