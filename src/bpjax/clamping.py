@@ -93,7 +93,8 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       values: ``{(l, j, k): value}`` in the paper's numbering (``j = 0`` the bias, ``k``
-        from 1).
+        from 1); each value a real number, finite in the dtype of ``params`` (``1e40`` is
+        refused for float32 weights rather than stored as ``inf``).
 
     Returns:
       ``(params, frozen)``: the weights with ``w^l_jk = value`` set, and the masks that keep
@@ -108,13 +109,23 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
     params = list(params)
     for triple, value in values.items():
         l, j, k = _index(net, triple)
-        if isinstance(value, jax.core.Tracer):
-            v = value
-        elif not np.isfinite(np.asarray(value, dtype=float)).all() or np.ndim(value) != 0:
-            raise ValueError(f"w^{l}_({j},{k + 1}) must be set to a finite number, got {value!r}")
-        else:
-            v = value
-        params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(v)
+        name, dtype = f"w^{l}_({j},{k + 1})", params[l - 1].dtype
+        if not isinstance(value, jax.core.Tracer):
+            if isinstance(value, (bool, np.bool_)) or not (
+                    isinstance(value, (int, float, np.integer, np.floating)) or (
+                        isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0
+                        and np.issubdtype(value.dtype, np.number)
+                        and not np.issubdtype(value.dtype, np.complexfloating))):
+                raise TypeError(f"{name} must be set to a real number, got "
+                                f"{type(value).__name__}: {value!r:.40}")
+            v = float(value)
+            if not np.isfinite(v):
+                raise ValueError(f"{name} must be set to a finite number, got {value!r}")
+            largest = float(jnp.finfo(dtype).max)
+            if abs(v) > largest:
+                raise ValueError(f"{name} = {v!r} overflows {jnp.dtype(dtype).name} (largest "
+                                 f"finite {largest:.5g}), the dtype of params[{l - 1}]")
+        params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(jnp.asarray(value, dtype))
     return tuple(params), frozen
 
 

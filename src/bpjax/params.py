@@ -26,13 +26,39 @@ import numpy as np
 
 from bpjax.network import Network, check_network
 
-__all__ = ["Params", "check_params", "init"]
+__all__ = ["Params", "as_key", "check_params", "init"]
 
 Params = tuple  # tuple[jax.Array, ...], params[l-1] == w^l
 
 
 def _default_float():
     return jnp.asarray(0.0).dtype  # float64 under jax_enable_x64, else float32
+
+
+def as_key(key, name: str = "key") -> jax.Array:
+    """A typed PRNG key array from ``jax.random.key(seed)`` or a legacy ``jax.random.PRNGKey``.
+
+    Both kinds are accepted wherever bpjax takes a key (``init``, ``fit(shuffle=)``), and give
+    the same random numbers: a legacy key (a ``uint32`` array of shape ``(..., 2)``) is
+    wrapped with :func:`jax.random.wrap_key_data`. Any shape passes (the caller checks it);
+    works on tracers.
+
+    Raises:
+      TypeError: ``key`` is neither, naming ``name``.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    raw = jax.random.key_data(jax.random.key(0)).shape  # (2,) for the default threefry
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype == np.uint32 and \
+            tuple(key.shape[-len(raw):]) == raw:
+        return jax.random.wrap_key_data(key)
+    what = (f"{dtype} array of shape {tuple(key.shape)}" if dtype is not None
+            else f"{type(key).__name__}: {key!r:.40}")
+    hint = f"; e.g. jax.random.key({key})" if isinstance(key, int) and \
+        not isinstance(key, bool) else ""
+    raise TypeError(f"{name} must be a key from jax.random.key(seed) (or a legacy "
+                    f"jax.random.PRNGKey(seed)), got {what}{hint}")
 
 
 def init(
@@ -57,17 +83,29 @@ def init(
 
     Args:
       net: the network.
-      key: a ``jax.random.key``.
+      key: one key, from ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey(seed)``,
+        which gives the same weights). For many models, ``jax.vmap`` over split keys.
       dtype: a floating dtype; default float32, or float64 when ``jax_enable_x64`` is on.
-      scale: multiplies every σ.
+      scale: a number ``> 0`` that multiplies every σ.
 
     Returns:
       ``params``, a tuple of ``L`` arrays, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
     """
     check_network(net, "init")
-    dtype = _default_float() if dtype is None else jnp.dtype(dtype)
+    key = as_key(key)
+    if key.shape != ():
+        raise ValueError(
+            f"key must be one key, got {key.size} (shape {key.shape}): for many models, "
+            f"jax.vmap(lambda k: bp.init(net, k))(keys)")
+    try:
+        dtype = _default_float() if dtype is None else jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"init dtype must be a floating dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init dtype must be floating, got {dtype}")
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(
+            scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"init scale must be a number, got {type(scale).__name__}: {scale!r}")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"init scale must be a finite number > 0, got {scale!r}")
     keys = jax.random.split(key, net.depth)
