@@ -476,7 +476,7 @@ BAD_INPUTS = [
      r"opt_state does not fit the optimizer: expected structure"),
     (dict(shuffle=42), TypeError, r"shuffle must be a key from jax.random.key\(seed\)"),
     (dict(validation=X), TypeError, r"validation must be a pair \(X_val, Y_val\)"),
-    (dict(validation=(X, Y[:3])), ValueError, r"X has N = 7 samples but Y has 3"),
+    (dict(validation=(X, Y[:3])), ValueError, r"X_val has N = 7 samples but Y_val has 3"),
     (dict(validation=(np.asarray(X) * np.nan, Y)), ValueError, r"X_val holds 21 NaN/Inf"),
     (dict(patience=0), ValueError, r"patience must be >= 1, got 0"),
     (dict(tol=-1.0), ValueError, r"tol must be >= 0, got -1.0"),

@@ -20,7 +20,7 @@ from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.network import Network
-from bpjax.params import Params, check_layers, check_params, structural
+from bpjax.params import Params, as_key, check_layers, check_params, structural
 
 __all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
            "prepare"]
@@ -179,20 +179,25 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     X_val = Y_val = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            size = f" of {len(validation)}" if isinstance(validation, (tuple, list)) else ""
             raise TypeError(
-                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}")
-        X_val, single_val = as_inputs(net, validation[0])
-        Y_val = as_targets(net, validation[1], X_val.shape[0], single_val)
+                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}"
+                f"{size}")
+        X_val, single_val = as_inputs(net, validation[0], "X_val")
+        Y_val = as_targets(net, validation[1], X_val.shape[0], single_val, "Y_val", "X_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
     check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
     for l, w in enumerate(params, start=1):
         check_finite(**{f"params[{l - 1}] (layer {l})": w})
 
-    if shuffle is not None and not (
-            isinstance(shuffle, jax.Array) and jnp.issubdtype(shuffle.dtype, jax.dtypes.prng_key)):
-        raise TypeError(
-            f"shuffle must be a key from jax.random.key(seed) (or None to keep the dataset "
-            f"order), got {type(shuffle).__name__}")
+    if shuffle is not None:
+        shuffle = as_key(shuffle, "shuffle")
+        if models is None and shuffle.shape != ():
+            raise ValueError(f"shuffle must be one key for fit, got shape {shuffle.shape} (a "
+                             f"key per model is for bpjax.sweep)")
+        if models is not None and shuffle.shape not in ((), (models,)):
+            raise ValueError(f"shuffle must be one key or an array of M = {models} keys, got "
+                             f"shape {shuffle.shape}")
 
     params = tuple(as_dtype(w, dtype) for w in params)
     # The weights training may change: structure & ~frozen, per layer; None where all may.

@@ -60,44 +60,50 @@ def real_array(v, name: str):
     return _shape(v, name)
 
 
-def as_inputs(net: Network, X) -> tuple[jax.Array, bool]:
+def as_inputs(net: Network, X, name: str = "X") -> tuple[jax.Array, bool]:
     """Returns ``(X, single)`` with ``X`` of shape ``(N, D)``; ``single`` if one ``x`` was given.
 
+    ``name`` is what errors call it (``"X_val"`` for a validation set).
+
     Raises:
+      TypeError: ``X`` is not an array of real numbers.
       ValueError: ``X`` is neither ``(N, D)`` nor ``(D,)``, or ``N = 0``.
     """
-    X, shape = _shape(X, "X")
+    X, shape = _shape(X, name)
     D = net.inputs
     if len(shape) == 1 and shape[0] == D:
         return X[None, :], True
     if len(shape) == 2 and shape[1] == D:
         if shape[0] == 0:
-            raise ValueError(f"X has N = 0 samples (shape {shape}); expected at least one")
+            raise ValueError(f"{name} has N = 0 samples (shape {shape}); expected at least one")
         return X, False
-    raise ValueError(f"X must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
+    raise ValueError(
+        f"{name} must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
 
 
-def as_targets(net: Network, Y, N: int, single: bool) -> jax.Array:
-    """Returns ``Y`` of shape ``(N, d)``, matching ``X``.
+def as_targets(net: Network, Y, N: int, single: bool, name: str = "Y",
+               inputs: str = "X") -> jax.Array:
+    """Returns ``Y`` of shape ``(N, d)``, matching the inputs (called ``inputs`` in errors).
 
     Raises:
+      TypeError: ``Y`` is not an array of real numbers.
       ValueError: ``Y`` does not match ``d`` or ``N``.
     """
-    Y, shape = _shape(Y, "Y")
+    Y, shape = _shape(Y, name)
     d = net.outputs
     if single:
         if shape in ((d,), (1, d)):
             return Y.reshape(1, d)
-        raise ValueError(f"Y must have shape (d,) = ({d},) for a single x, got shape {shape}")
+        raise ValueError(
+            f"{name} must have shape (d,) = ({d},) for a single x, got shape {shape}")
     if len(shape) == 1 and d == 1 and shape[0] == N:
         return Y[:, None]
     if len(shape) == 2 and shape[1] == d and shape[0] == N:
         return Y
-    if len(shape) == 2 and shape[1] == d:
-        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
-    if len(shape) == 1 and d == 1:
-        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
-    raise ValueError(f"Y must have shape (N, d) = ({N}, {d}), got shape {shape}")
+    if (len(shape) == 2 and shape[1] == d) or (len(shape) == 1 and d == 1):
+        raise ValueError(
+            f"{inputs} has N = {N} samples but {name} has {shape[0]} (shape {shape})")
+    raise ValueError(f"{name} must have shape (N, d) = ({N}, {d}), got shape {shape}")
 
 
 def as_weights(weights, N: int):

@@ -150,7 +150,7 @@ def check_layers(
       TypeError: not a sequence of arrays, or the wrong dtype.
       ValueError: the wrong number of layers, or a layer of the wrong shape.
     """
-    if isinstance(tree, (jax.Array, np.ndarray)) or not isinstance(tree, Sequence):
+    if isinstance(tree, (jax.Array, np.ndarray, str, bytes)) or not isinstance(tree, Sequence):
         raise TypeError(
             f"{name} must be a tuple of {net.depth} {what}, got {type(tree).__name__}")
     if len(tree) != net.depth:

@@ -36,10 +36,27 @@ from bpjax.loop import (
     result,
     warn_divergence,
 )
-from bpjax.network import Network
-from bpjax.params import Params
+from bpjax.network import Network, check_network
+from bpjax.params import Params, check_params
 
 __all__ = ["sweep"]
+
+
+def _stack(net, params):
+    """A list (or tuple) of per-model params, each a tuple of ``L`` arrays, stacked into one
+    tuple with a leading model axis; anything else is returned as it is."""
+    if type(params) not in (list, tuple) or (params and not isinstance(
+            params[0], (list, tuple)) and hasattr(params[0], "shape")):
+        return params  # stacked already, a previous result, or something to complain about
+    if not params:
+        raise ValueError(f"sweep needs at least one model (M >= 1): params is an empty "
+                         f"{type(params).__name__}")
+    for m, p in enumerate(params):
+        try:
+            check_params(net, p)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"model {m} of the list: {e}") from None
+    return tuple(jnp.stack(ws) for ws in zip(*params))
 
 
 def _models(params) -> int:
@@ -50,12 +67,16 @@ def _models(params) -> int:
         shape = np.shape(first)
     except (TypeError, IndexError, KeyError) as e:
         raise TypeError(
-            f"params must be a tuple of arrays with a leading model axis, "
-            f"got {type(params).__name__}") from e
+            f"params must be a tuple of arrays with a leading model axis (or a list of per-model "
+            f"params), got {type(params).__name__}") from e
     if len(shape) != 3:
         raise ValueError(
             f"params[0] must have shape (M, 1 + fan_in, N_1) with a leading model axis, got "
-            f"shape {shape}; stack models with jax.vmap(lambda k: bp.init(net, k))(keys)")
+            f"shape {shape}; stack models with jax.vmap(lambda k: bp.init(net, k))(keys), or "
+            f"pass a list of per-model params")
+    if shape[0] == 0:
+        raise ValueError("sweep needs at least one model (M >= 1), got M = 0 (params[0] has "
+                         f"shape {shape})")
     return shape[0]
 
 
@@ -109,7 +130,8 @@ def sweep(
       net: the network, shared by every model.
       params: initial weights with a leading model axis, ``params[l-1]`` of shape
         ``(M, 1 + fan_in, N_l)``, e.g. ``jax.vmap(lambda k: bp.init(net, k))(keys)``; or a
-        previous sweep's result, to resume it.
+        list of ``M`` per-model params (each a tuple of ``L`` arrays), stacked for you; or a
+        previous sweep's result (or a sweep's :class:`bpjax.Checkpoint`), to resume it.
       X: inputs ``(N, D)``, shared.
       Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), shared.
       learning_rate: ``η > 0``, one for every model or an array ``(M,)``; as in
@@ -139,10 +161,9 @@ def sweep(
       with a model axis stay split over it.
     """
     check_on_divergence(on_divergence)
+    check_network(net, "sweep")
+    params = _stack(net, params)
     M = _models(params)
-    if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
-        raise ValueError(
-            f"shuffle must be one key or an array of M = {M} keys, got shape {shuffle.shape}")
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
