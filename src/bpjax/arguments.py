@@ -19,6 +19,7 @@ import optax
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
+from bpjax.minibatch import as_transformation, extra_args
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
@@ -85,13 +86,6 @@ def _check_frozen(net: Network, frozen) -> Params | None:
         what="boolean arrays shaped like params (see bpjax.frozen_mask)")
 
 
-def _check_optimizer(optimizer):
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1.0)) or None "
-            f"for plain SGD, got {type(optimizer).__name__}")
-
-
 def init_state(optimizer, params):
     return optax.EmptyState() if optimizer is None else optimizer.init(params)
 
@@ -125,6 +119,7 @@ class Prepared(NamedTuple):
     data: Data
     hyper: Hyper
     config: Config
+    optimizer: Any = None  # as an optax GradientTransformation (minibatch.as_transformation)
 
 
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
@@ -140,7 +135,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         if opt_state is not None:
             raise ValueError("pass either a previous result or opt_state, not both")
         params, opt_state, epoch = params.params, params.opt_state, params.epoch
-    _check_optimizer(optimizer)
+    optimizer = as_transformation(optimizer)
     epochs = _scalar(epochs, "epochs", integer=True, minimum=0)
     if isinstance(epochs, jax.core.Tracer):
         raise TypeError("epochs must be a Python int (it sets the length of the loss history)")
@@ -225,9 +220,15 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
                 if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
 
     steps = -(-N // B)
+    needs = extra_args(optimizer, params, opt_state, many=models is not None)
+    if needs == "value_fn" and B != N:
+        raise ValueError(
+            f"this optimizer searches along a line (its update needs value_fn=, like "
+            f"optax.lbfgs): it needs the whole loss, so batch_size=None (full batch), got "
+            f"batch_size={batch_size}")
     config = Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
                      validate=validation is not None, restore_best=patience is not None,
-                     masked=masked)
+                     masked=masked, extra_args=needs)
     data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
     hyper = Hyper(
         eta=_host(eta, dtype),
@@ -235,7 +236,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         patience=_host(0 if patience is None else patience, np.int32),
         min_delta=_host(min_delta, dtype),
     )
-    return Prepared(params, opt_state, epoch, data, hyper, config), epochs
+    return Prepared(params, opt_state, epoch, data, hyper, config, optimizer), epochs
 
 
 def check_models(net, params, models):

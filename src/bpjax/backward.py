@@ -143,6 +143,42 @@ def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
 loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
 
 
+def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None = None,
+                 masks=None):
+    """``f(θ) = scale · L(X × Y; θ)`` for optax optimizers that differentiate the loss
+    themselves (line searches call ``jax.value_and_grad(value_fn)``): a ``jax.custom_vjp``
+    whose backward pass is this module's, never autodiff through the network.
+
+    With ``masks`` (per layer a boolean array, True where a weight may change, or None), ``f``
+    reads the masked-out weights from ``base`` whatever it is given, and their gradient is 0.
+
+    Returns:
+      ``(f, value_and_grads)``: ``f(params)`` the scalar, ``value_and_grads(params)`` it and
+      its gradient, both by hand.
+    """
+    def merged(p):
+        if masks is None:
+            return tuple(p)
+        return tuple(w if m is None else jnp.where(m, w, b) for w, b, m in zip(p, base, masks))
+
+    def value_and_grads(p):
+        value, grads = loss_and_gradients(net, merged(p), X, Y, s)
+        if masks is not None:
+            grads = tuple(g if m is None else jnp.where(m, g, jnp.zeros((), g.dtype))
+                          for g, m in zip(grads, masks))
+        return scale * value, tuple((scale * g).astype(g.dtype) for g in grads)
+
+    @jax.custom_vjp
+    def f(p):
+        return value_and_grads(p)[0]
+
+    def f_bwd(grads, cotangent):  # ∂f/∂θ, scaled by the incoming cotangent
+        return (tuple((cotangent * g).astype(g.dtype) for g in grads),)
+
+    f.defvjp(value_and_grads, f_bwd)
+    return f, value_and_grads
+
+
 @jax.jit(static_argnums=0)
 def _per_example_jit(net, params, X, Y):
     params = structural(net, params)

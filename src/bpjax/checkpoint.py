@@ -63,6 +63,7 @@ import numpy as np
 import optax
 
 from bpjax import activations as _activations
+from bpjax.minibatch import as_transformation
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_layers, check_params
 
@@ -641,10 +642,7 @@ def load(path, *, net: Network | None = None,
     """
     if net is not None:
         check_network(net, "load(net=...)", what="net must be a bpjax.Network or None")
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1.0), the one "
-            f"that made the state) or None, got {type(optimizer).__name__}: {optimizer!r:.60}")
+    optimizer = as_transformation(optimizer)  # a TypeError for what is not an optimizer
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
     path = Path(path)

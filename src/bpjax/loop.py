@@ -97,6 +97,7 @@ class Config(NamedTuple):
     restore_best: bool  # patience given: keep the best weights
     masked: bool  # some weights are frozen or structural zeros
     batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
+    extra_args: str = ""  # what the optimizer's update needs besides G_B (minibatch.extra_args)
 
 
 class Data(NamedTuple):

@@ -168,7 +168,7 @@ def sweep(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
-    config, data = prep.config, prep.data
+    config, data, optimizer = prep.config, prep.data, prep.optimizer
     hyper = Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
                      for v in prep.hyper))
     epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))

@@ -194,7 +194,7 @@ def fit(
         validation=validation, tol=tol, patience=patience, min_delta=min_delta)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
-    config, data, hyper = prep.config, prep.data, prep.hyper
+    config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
 
     if is_traced(prep.params, data, hyper, prep.opt_state):
         # Under jax.jit / jax.vmap: one traced loop over all the epochs, NaN-padded histories.
