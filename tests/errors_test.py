@@ -110,3 +110,31 @@ def test_complex_numbers_are_refused(fn, bad, message):
     args = dict(params=PARAMS, X=X, Y=Y, weights=None) | bad
     with pytest.raises(TypeError, match=message):
         fn(NET, args["params"], args["X"], args["Y"], weights=args["weights"])
+
+
+# --- NaN and Inf: the eager API computes (no host sync); the checks are opt-in, or where work
+#     follows (fit, sweep, check_gradients, chain_rule_paths) ---------------------------------------
+
+def test_nan_in_the_eager_api_propagates_as_documented():
+    bad_params = (PARAMS[0].at[1, 2].set(np.nan), PARAMS[1])
+    assert np.isnan(bp.forward(NET, bad_params, X)).any()
+    assert not np.isfinite(bp.loss(NET, PARAMS, X, np.full_like(Y, np.inf)))
+    assert np.isnan(bp.backprop(NET, PARAMS, np.full_like(X, np.nan), Y)[0]).all()
+
+
+def test_check_params_finite_names_the_layer_and_the_entry():
+    bad_params = (PARAMS[0], PARAMS[1].at[3, 1].set(np.inf))
+    assert bp.check_params(NET, bad_params) is not None  # shapes only by default
+    with pytest.raises(ValueError, match=r"params\[1\] \(layer 2\) holds 1 NaN/Inf value\(s\), "
+                                         r"first at index \(3, 1\): inf"):
+        bp.check_params(NET, bad_params, finite=True)
+    with pytest.raises(TypeError, match=r"finite must be True or False, got 'yes'"):
+        bp.check_params(NET, PARAMS, finite="yes")
+
+
+def test_chain_rule_paths_refuses_nan():
+    with pytest.raises(ValueError, match=r"x holds 1 NaN/Inf value\(s\), first at index \(1,\)"):
+        bp.chain_rule_paths(NET, PARAMS, np.array([0.0, np.nan, 1.0]), (1, 1, 1), 1)
+    bad_params = (PARAMS[0].at[0, 0].set(np.nan), PARAMS[1])
+    with pytest.raises(ValueError, match=r"params\[0\] \(layer 1\) holds 1 NaN/Inf"):
+        bp.chain_rule_paths(NET, bad_params, np.zeros(3), (1, 1, 1), 1)

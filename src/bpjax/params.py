@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bpjax.data import check_finite
 from bpjax.network import Network, check_network
 
 __all__ = ["Params", "as_key", "check_params", "init"]
@@ -172,15 +173,26 @@ def check_layers(
     return tuple(tree)
 
 
-def check_params(net: Network, params: Sequence) -> Params:
+def check_params(net: Network, params: Sequence, *, finite: bool = False) -> Params:
     """Checks that ``params`` fits ``net`` and returns it as a tuple.
+
+    By default only shapes and dtypes are checked, which costs no transfer from the device
+    (the eager functions check this much on every call). ``finite=True`` also looks at the
+    values, as :func:`bpjax.fit` does: one host sync, so for your own checks, e.g. before
+    :func:`bpjax.forward`, which lets NaN and Inf through (see :mod:`bpjax.data`).
 
     Raises:
       TypeError: ``params`` is not a sequence of floating arrays.
-      ValueError: wrong number of layers, or a layer of the wrong shape.
+      ValueError: wrong number of layers, or a layer of the wrong shape; with ``finite``,
+        NaN or Inf in a layer (naming it and the first such entry).
     """
     check_network(net, "check_params")
-    return check_layers(net, params)
+    if not isinstance(finite, (bool, np.bool_)):
+        raise TypeError(f"finite must be True or False, got {finite!r}")
+    params = check_layers(net, params)
+    if finite:
+        check_finite(**{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, 1)})
+    return params
 
 
 def structural(net: Network, params: Params) -> Params:

@@ -35,6 +35,7 @@ import numpy as np
 
 from bpjax import activations
 from bpjax.forward import forward_trace
+from bpjax.data import check_finite
 from bpjax.network import Network, _is_int, check_network
 from bpjax.params import Params, check_params, structural
 
@@ -311,6 +312,8 @@ def chain_rule_paths(
         raise ValueError(
             f"x must be one input of shape (D,) = ({net.inputs},), got shape {np.shape(x)}"
         )
+    # This reads values on the host anyway: NaN or Inf is an error here, not a NaN derivative.
+    check_finite(x=x, **{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, 1)})
     if not net.structure(m)[p, r - 1]:
         return ChainRule((m, p, r), (net.depth, k), (), 0.0, exists=False)
     neuron_paths = weight_paths(net, (m, p, r), k, max_paths=max_paths)
