@@ -225,6 +225,9 @@ def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
 
     Returns:
       ``grads`` shaped like ``params``: ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "backprop")
     return value_and_backprop(net, params, X, Y, weights)[1]

@@ -1,9 +1,24 @@
 """The training data X × Y = {(x_i, y_i)}: shapes, dtypes and checks.
 
 ``X`` is ``(N, D)`` (or one ``x`` of shape ``(D,)``), ``Y`` is ``(N, d)`` (or one ``y`` of
-shape ``(d,)``; ``(N,)`` is accepted when ``d = 1``). Checks run on shapes only, so they work
-on tracers inside ``jax.jit`` and ``jax.vmap``; :func:`check_finite` looks at values and is
-used where data enters a long computation (``fit``, the gradient checker).
+shape ``(d,)``; ``(N,)`` is accepted when ``d = 1``). Checks run on shapes and dtypes only, so
+they work on tracers inside ``jax.jit`` and ``jax.vmap``; :func:`check_finite` looks at values
+and is used where data enters a long computation (``fit``, the gradient checker).
+
+**Complex numbers** are refused everywhere (``X``, ``Y``, ``weights``, ``params``): loss (1)
+and its gradient are real. That is a dtype check, free.
+
+**NaN and Inf.** The eager functions — :func:`bpjax.forward`, :func:`bpjax.forward_trace`,
+:func:`bpjax.loss`, :func:`bpjax.backprop`, :func:`bpjax.value_and_backprop`,
+:func:`bpjax.per_example_backprop`, :func:`bpjax.deltas` — check shapes and dtypes, then
+compute: NaN or Inf in ``X``, ``Y`` or ``params`` comes back as NaN or Inf, as from any JAX
+function. Looking at the values would cost a transfer from the device on every call, more
+than the whole call for a small network, and nothing under ``jax.jit`` could raise anyway. To
+check values: ``bp.check_params(net, params, finite=True)``, ``bool(jnp.isfinite(X).all())``,
+or ``jax.config.update("jax_debug_nans", True)`` to raise where a NaN first appears.
+:func:`bpjax.fit`, :func:`bpjax.sweep`, :func:`bpjax.check_gradients` and
+:func:`bpjax.chain_rule_paths` — where values enter a long computation, or are read on the host
+anyway — refuse NaN and Inf with an error naming the array and its first bad entry.
 """
 
 from __future__ import annotations

@@ -188,6 +188,9 @@ def forward(net: Network, params: Params, X) -> jax.Array:
 
     Returns:
       ``φ_θ(X)`` of shape ``(N, d)``, or ``(d,)`` for one ``x``.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "forward")
     params, X2, single = prepare(net, params, X)

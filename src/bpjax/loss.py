@@ -74,6 +74,9 @@ def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
 
     Returns:
       ``L(X × Y; θ)``, a scalar.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "loss")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)

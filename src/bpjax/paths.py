@@ -303,6 +303,11 @@ def chain_rule_paths(
     Returns:
       A :class:`ChainRule`; ``str()`` of it is a readable rendering. Its ``value`` is the sum
       of the paths' products, ``∂φ^L_k/∂w^m_pr(x)``: exactly 0 without a path (equation (4)).
+
+    Raises:
+      ValueError: a bad weight or output, ``x`` not of shape ``(D,)``, more than
+        ``max_paths`` paths, or NaN/Inf in ``x`` or ``params`` (the values are read on the
+        host anyway, so they are checked here, unlike in :func:`bpjax.forward`).
     """
     check_network(net, "chain_rule_paths")
     m, p, r = check_weight(net, weight)
