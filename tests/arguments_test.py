@@ -104,3 +104,27 @@ def test_sweep_accepts_a_list_of_per_model_params():
 def test_sweep_model_errors(params, error, message):
     with pytest.raises(error, match=message):
         bp.sweep(NET, params, X, Y, learning_rate=0.1, epochs=1)
+
+
+@pytest.mark.parametrize("etas, error, message", [
+    (jnp.array([0.1 + 1j, 0.2, 0.3]), TypeError, r"learning_rate must hold real numbers, got "
+                                                 r"dtype complex"),
+    (np.array(["a", "b", "c"]), TypeError, r"learning_rate must hold real numbers, got dtype <U1"),
+    (np.array([True, True, True]), TypeError, r"learning_rate must hold real numbers, got dtype "
+                                              r"bool"),
+    (jnp.array([0.1, 0.0, 0.3]), ValueError, r"learning_rate must be finite and > 0 for every "
+                                             r"model"),
+])
+def test_bad_per_model_learning_rates(etas, error, message):
+    with pytest.raises(error, match=message):
+        bp.sweep(NET, STACKED, X, Y, learning_rate=etas, epochs=1)
+
+
+def test_fit_from_a_sweep_result_says_how_to_take_one_model():
+    swept = bp.sweep(NET, STACKED, X, Y, learning_rate=0.1, epochs=1)
+    with pytest.raises(ValueError, match=r"params come from a sweep of M = 3 models: resume it "
+                                         r"with bp.sweep, or take model m with "
+                                         r"jax.tree.map\(lambda v: v\[m\], result\)"):
+        bp.fit(NET, swept, X, Y, learning_rate=0.1, epochs=1)
+    one = bp.fit(NET, jax.tree.map(lambda v: v[1], swept), X, Y, learning_rate=0.1, epochs=1)
+    assert one.epoch == 2

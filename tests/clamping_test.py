@@ -97,3 +97,13 @@ def test_clamp_accepts_numbers_of_every_kind_that_fit():
     for value in (3, 2.5, np.float64(1e38), np.int64(-4), jnp.array(0.25), np.float32(7)):
         new, _ = bp.clamp(QUAD, params, {(1, 0, 1): value})
         assert new[0].dtype == jnp.float32 and float(new[0][0, 0]) == np.float32(value)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (None, r"weights must be a list of triples \(l, j, k\), got NoneType"),
+    ("abc", r"weights must be a list of triples \(l, j, k\), got str"),
+    (5, r"weights must be a list of triples \(l, j, k\), got int"),
+])
+def test_weights_that_are_not_a_list_of_triples(weights, message):
+    with pytest.raises(TypeError, match=message):
+        bp.frozen_mask(QUAD, weights)

@@ -138,3 +138,12 @@ def test_chain_rule_paths_refuses_nan():
     bad_params = (PARAMS[0].at[0, 0].set(np.nan), PARAMS[1])
     with pytest.raises(ValueError, match=r"params\[0\] \(layer 1\) holds 1 NaN/Inf"):
         bp.chain_rule_paths(NET, bad_params, np.zeros(3), (1, 1, 1), 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("1", 1, 1, 0, 1), r"l, k, m, p, r must be ints \(paper numbering\), got l = '1'"),
+    ((1, 1, 1, 0.0, 1), r"l, k, m, p, r must be ints \(paper numbering\), got p = 0.0"),
+])
+def test_recursive_dphi_dw_indices_are_ints(args, message):
+    with pytest.raises(TypeError, match=message):
+        bp.recursive_dphi_dw(NET, PARAMS, XS[0], *args)

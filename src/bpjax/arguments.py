@@ -71,7 +71,9 @@ def _check_learning_rate(eta, models=None):
             raise ValueError(
                 f"learning_rate must be a number or have shape (M,) = ({models},), "
                 f"got shape {v.shape}")
-        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)) or np.any(v <= 0):
+        if not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+            raise TypeError(f"learning_rate must hold real numbers, got dtype {v.dtype}")
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
             raise ValueError(f"learning_rate must be finite and > 0 for every model, got {v}")
         return eta
     return _scalar(eta, "learning_rate", minimum=0, strict=True)
@@ -142,6 +144,13 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     epochs = int(epochs)
 
     if models is None:
+        shapes = [np.shape(w) for w in params] if isinstance(params, (tuple, list)) else []
+        if len(shapes) == net.depth and all(
+                len(s) == 3 and s[1:] == e for s, e in zip(shapes, net.shapes)):
+            raise ValueError(
+                f"params come from a sweep of M = {shapes[0][0]} models (a leading model axis): "
+                f"resume it with bp.sweep, or take model m with jax.tree.map(lambda v: v[m], "
+                f"result)")
         params = check_params(net, params)
     else:
         params = check_models(net, params, models)

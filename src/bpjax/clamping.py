@@ -76,6 +76,9 @@ def frozen_mask(net: Network, weights: Iterable = ()) -> Params:
       (True, True, 3)
     """
     check_network(net, "frozen_mask")
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Iterable):
+        raise TypeError(f"weights must be a list of triples (l, j, k), got "
+                        f"{type(weights).__name__}")
     if isinstance(weights, tuple) and len(weights) == 3 and all(
             isinstance(v, (int, np.integer)) for v in weights):
         raise TypeError(f"weights must be a list of triples, e.g. [{weights!r}], got one triple")

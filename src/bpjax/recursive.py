@@ -148,6 +148,9 @@ def recursive_dphi_dw(net: Network, params: Params, x, l: int, k: int, m: int, p
       A Python float.
     """
     check_network(net, "recursive_dphi_dw")
+    for name, v in zip("lkmpr", (l, k, m, p, r)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"l, k, m, p, r must be ints (paper numbering), got {name} = {v!r}")
     if not (1 <= l <= net.depth and 1 <= k <= net.sizes[l]):
         raise ValueError(f"neuron (l={l}, k={k}) is not in the network (sizes {net.sizes})")
     if not (1 <= m <= net.depth and 0 <= p < net.shapes[m - 1][0] and 1 <= r <= net.sizes[m]):
