@@ -122,7 +122,7 @@ def test_bad_per_model_learning_rates(etas, error, message):
 
 def test_fit_from_a_sweep_result_says_how_to_take_one_model():
     swept = bp.sweep(NET, STACKED, X, Y, learning_rate=0.1, epochs=1)
-    with pytest.raises(ValueError, match=r"params come from a sweep of M = 3 models: resume it "
+    with pytest.raises(ValueError, match=r"params come from a sweep of M = 3 models .*: resume it "
                                          r"with bp.sweep, or take model m with "
                                          r"jax.tree.map\(lambda v: v\[m\], result\)"):
         bp.fit(NET, swept, X, Y, learning_rate=0.1, epochs=1)
