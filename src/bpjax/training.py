@@ -43,6 +43,18 @@ the number of epochs only sets how many times the compiled loop runs. The optimi
 part of what is compiled: reuse one optimizer object across calls, and put hyper-parameters
 you want to vary without recompiling in its state with ``optax.inject_hyperparams``.
 
+What optax gets, precisely: every ``GradientTransformation`` is called as
+``optimizer.update(G_B, state, w)``. One whose update needs more (found by tracing it once) is
+also given ``value=L_B(w)``, ``grad=G_B`` and, if it asks, ``value_fn=L_B`` — the batch's share
+of loss (1) as a function of the weights, whose ``jax.grad`` runs the hand-written backward
+pass (a ``jax.custom_vjp``, :func:`bpjax.backward.loss_by_hand`); clamped weights are held
+fixed inside it. So ``optax.lbfgs()`` and other line searches (``value_fn``) run with
+``batch_size=None`` — they need the whole loss — and ``optax.polyak_sgd``,
+``optax.contrib.reduce_on_plateau`` (``value``) with any batch size. ``optax.MultiSteps`` is
+accepted as it is. An update that needs any other keyword argument, or that cannot take
+``params`` as bpjax keeps them (``optax.lookahead`` wants ``LookaheadParams``), is refused
+with a ``TypeError`` before any work.
+
 **Clamping.** ``frozen[l-1][j, k] == True`` keeps ``w^l_jk`` bit for bit: the mask is applied
 to the final update, after the optimizer, so momentum and weight decay cannot move a clamped
 weight. Structural zeros (``bias=False``, absent connections) never change either.
@@ -74,8 +86,16 @@ shares of ``G_B`` with one all-reduce per step (:mod:`bpjax.distributed`).
   else the training loss — has not improved by more than ``min_delta`` for ``patience``
   epochs. With ``patience`` the returned weights are always the best ones seen (the initial
   ones included), together with the optimizer state they had;
-* divergence: a non-finite training loss stops training at once; the returned weights are the
-  last finite ones (those before the failing epoch, or the best ones with ``patience``).
+* divergence: a non-finite training loss stops training at once. That epoch is not kept — not
+  in the weights, nor in ``losses``/``val_losses``, nor in the epoch counts — so the result
+  describes the weights before it (or the best ones with ``patience``); ``diverged_epoch``
+  names it, and a :class:`bpjax.DivergenceWarning` says so, with what to try, unless
+  ``on_divergence="ignore"``. See :class:`bpjax.FitResult` for the shape of the histories.
+
+**Under** ``jax.jit`` traced values cannot be checked in Python: a traced ``learning_rate``
+that is ``≤ 0`` or not finite runs no epoch (``epochs_run == 0``, every loss NaN, the weights
+returned as given) instead of climbing the loss; other traced hyper-parameters pass as they
+are, and no warning can be issued (read ``result.diverged``).
 """
 
 from __future__ import annotations
@@ -150,8 +170,9 @@ def fit(
       epochs: the number of epochs ``T ≥ 0`` (passes over the data), at most.
       batch_size: ``1`` (Algorithm 1), ``B`` in ``1..N`` (minibatches; the last one holds
         ``N mod B`` samples when ``B`` does not divide ``N``), or ``None`` (full batch).
-      optimizer: an optax ``GradientTransformation``, or ``None`` for the plain step of the
-        paper. Either give it its own rate (``optax.adam(1e-3)``, no ``learning_rate``), or
+      optimizer: an optax ``GradientTransformation`` (or ``optax.MultiSteps``; L-BFGS and
+        other line searches with ``batch_size=None``, see above), or ``None`` for the plain
+        step of the paper. Either give it its own rate (``optax.adam(1e-3)``, no ``learning_rate``), or
         build it with rate 1 (``optax.adam(1.0)``) and pass ``learning_rate``, which can then
         change between calls without recompiling.
       frozen: optional boolean masks shaped like ``params``; ``True`` clamps ``w^l_jk`` (see
