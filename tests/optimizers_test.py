@@ -84,7 +84,7 @@ def test_sweep_with_lbfgs_equals_single_fits():
     many = bp.sweep(NET, stacked, X, Y, epochs=3, batch_size=None, optimizer=LBFGS)
     for m, p in enumerate((PARAMS, random_params(NET, 1))):
         one = bp.fit(NET, p, X, Y, epochs=3, batch_size=None, optimizer=LBFGS)
-        chex.assert_trees_all_close(jax.tree.map(lambda v: v[m], many.params), one.params,
+        chex.assert_trees_all_close(jax.tree.map(lambda v, m=m: v[m], many.params), one.params,
                                     rtol=1e-10, atol=1e-12)
 
 

@@ -381,7 +381,8 @@ def warn_divergence(r: FitResult, on_divergence: str, learning_rate, who: str,
         epochs = to_host(r.diverged_epoch)[models]
         eta = ""
         if learning_rate is not None and np.ndim(learning_rate) == 1:
-            eta = f" with learning_rate {_listed([float(v) for v in np.asarray(learning_rate)[models]])}"
+            rates = np.asarray(learning_rate)[models]
+            eta = f" with learning_rate {_listed([float(v) for v in rates])}"
         elif learning_rate is not None:
             eta = f" with learning_rate={float(learning_rate):.4g}"
         message = (

@@ -34,8 +34,8 @@ from typing import NamedTuple
 import numpy as np
 
 from bpjax import activations
-from bpjax.forward import forward_trace
 from bpjax.data import check_finite
+from bpjax.forward import forward_trace
 from bpjax.network import Network, _is_int, check_network
 from bpjax.params import Params, check_params, structural
 

@@ -172,9 +172,9 @@ def fit(
         ``N mod B`` samples when ``B`` does not divide ``N``), or ``None`` (full batch).
       optimizer: an optax ``GradientTransformation`` (or ``optax.MultiSteps``; L-BFGS and
         other line searches with ``batch_size=None``, see above), or ``None`` for the plain
-        step of the paper. Either give it its own rate (``optax.adam(1e-3)``, no ``learning_rate``), or
-        build it with rate 1 (``optax.adam(1.0)``) and pass ``learning_rate``, which can then
-        change between calls without recompiling.
+        step of the paper. Either give it its own rate (``optax.adam(1e-3)``, no
+        ``learning_rate``), or build it with rate 1 (``optax.adam(1.0)``) and pass
+        ``learning_rate``, which can then change between calls without recompiling.
       frozen: optional boolean masks shaped like ``params``; ``True`` clamps ``w^l_jk`` (see
         :func:`bpjax.frozen_mask` and :func:`bpjax.clamp`).
       opt_state: the optimizer state to start from (default ``optimizer.init(params)``).
