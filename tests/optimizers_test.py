@@ -21,12 +21,17 @@ LBFGS = optax.lbfgs()
 def reference_run(optimizer, steps, params=PARAMS):
     """The same optimizer driven by jax.value_and_grad of an independent loss, as optax says."""
     fn = lambda p: reference_loss(NET, p, X, Y)
-    state = optimizer.init(params)
-    for _ in range(steps):
+
+    @jax.jit
+    def step(params, state):
         value, grad = jax.value_and_grad(fn)(params)
         updates, state = optimizer.update(grad, state, params, value=value, grad=grad,
                                           value_fn=fn)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    state = optimizer.init(params)
+    for _ in range(steps):
+        params, state = step(params, state)
     return params
 
 
