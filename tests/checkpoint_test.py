@@ -316,6 +316,9 @@ def test_write_errors_name_the_users_path(tmp_path):
     assert ".tmp" not in str(info.value)
     with pytest.raises(IsADirectoryError, match=r"cannot write .*: it is a directory"):
         bp.save(tmp_path, NET, PARAMS)
+    for path in (None, b"m.npz", 3):
+        with pytest.raises(TypeError, match=r"path must be a str or a path, got"):
+            bp.save(path, NET, PARAMS)
     assert not any(tmp_path.iterdir())
 
 

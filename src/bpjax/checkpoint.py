@@ -389,6 +389,8 @@ def save(
       FileNotFoundError: the directory of ``path`` does not exist.
     """
     check_network(net, "save")
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"path must be a str or a path, got {type(path).__name__}: {path!r:.60}")
     if isinstance(params, Checkpoint) and metadata is None:
         metadata = params.metadata
     if hasattr(params, "opt_state") and hasattr(params, "epoch"):  # a FitResult or Checkpoint
