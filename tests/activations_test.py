@@ -96,3 +96,58 @@ def test_per_neuron_mix_is_vectorised_not_a_loop_over_neurons():
     jaxpr = jax.make_jaxpr(lambda a: activations.phi(acts, a))(jnp.zeros((4, 512)))
     # one select per extra distinct activation, not one op per neuron
     assert len(jaxpr.eqns) < 20
+
+
+# --- overwriting a name: networks hold the functions their names meant when they were built ----
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The registry as it is, restored after the test."""
+    monkeypatch.setattr(activations, "_REGISTRY", dict(activations._REGISTRY))
+    monkeypatch.setattr(activations, "_ALIASES", dict(activations._ALIASES))
+
+
+@pytest.mark.parametrize("name", ["test_overwritten", "sigmoid", "logistic", "identity"])
+def test_overwriting_a_name_never_gives_stale_numbers(registry, name):
+    x, y = jnp.array([[0.5], [-1.5]]), jnp.array([[1.0], [2.0]])
+    if name == "test_overwritten":
+        bp.register_activation(name, jnp.sin, jnp.cos)
+    old = bp.Network(1, [bp.Layer(2, name), bp.Layer(1, ("tanh",))])
+    params = bp.init(old, jax.random.key(0))
+    before = bp.forward(old, params, x), bp.backprop(old, params, x, y)  # compiles for `old`
+    fit_before = bp.fit(old, params, x, y, learning_rate=0.1, epochs=2).params
+    new_act = bp.register_activation(name, lambda a: a**3, lambda a: 3 * a**2, overwrite=True)
+    new = bp.Network(1, [bp.Layer(2, name), bp.Layer(1, ("tanh",))])
+    assert new != old and hash(new) != hash(old) and repr(new) == repr(old)
+    assert bp.get_activation(name) == new_act and new.layers[0].activations == (new_act,) * 2
+    # the new network computes with the new function and derivative ...
+    ref = (jnp.tanh(((x * params[0][1] + params[0][0]) ** 3) @ params[1][1:] + params[1][0]))
+    np.testing.assert_allclose(bp.forward(new, params, x), ref, rtol=1e-12)
+    assert bp.check_gradients(new, params, x, y).ok
+    assert not np.allclose(bp.fit(new, params, x, y, learning_rate=0.1, epochs=2).params[0],
+                           fit_before[0])
+    # ... and the one built before keeps the functions it was built with, compiled or not
+    np.testing.assert_array_equal(bp.forward(old, params, x), before[0])
+    np.testing.assert_array_equal(bp.backprop(old, params, x, y)[0], before[1][0])
+    np.testing.assert_array_equal(bp.fit(old, params, x, y, learning_rate=0.1, epochs=2).params[0],
+                                  fit_before[0])
+
+
+def test_overwriting_an_alias_replaces_what_the_alias_names(registry):
+    cube = bp.register_activation("sigmoid", lambda a: a**3, lambda a: 3 * a**2, overwrite=True)
+    assert bp.get_activation("sigmoid") is cube
+    assert bp.get_activation("logistic").phi(jnp.array(0.0)) == 0.5  # its old target stays
+    assert "sigmoid" in bp.available_activations()
+    with pytest.raises(ValueError, match="already registered"):
+        bp.register_activation("linear", jnp.sin, jnp.cos)  # an alias is a taken name too
+
+
+def test_saving_a_network_whose_activation_was_overwritten_is_refused(registry, tmp_path):
+    bp.register_activation("test_saved", jnp.sin, jnp.cos)
+    net = bp.Network(1, [bp.Layer(1, "test_saved")])
+    params = bp.init(net, jax.random.key(0))
+    bp.register_activation("test_saved", jnp.tanh, lambda a: 1 - jnp.tanh(a) ** 2, overwrite=True)
+    with pytest.raises(ValueError, match=r"layer 1 uses the activation 'test_saved', which is "
+                                         r"not registered under that name"):
+        bp.save(tmp_path / "m.npz", net, params)
+    assert not any(tmp_path.iterdir())

@@ -69,3 +69,41 @@ def test_bad_clamp_values():
         bp.clamp(QUAD, params, {(1, 0, 2): float("nan")})
     with pytest.raises(ValueError, match=r"params has 1 layers"):
         bp.clamp(QUAD, params[:1], {(1, 0, 2): 0.0})
+
+
+@pytest.mark.parametrize("dtype, value, error, message", [
+    (jnp.float32, 1e40, ValueError, r"w\^1_\(0,1\) = 1e\+40 overflows float32 \(largest finite "
+                                    r"3.4\d*e\+38\)"),
+    (jnp.float32, -1e39, ValueError, r"overflows float32"),
+    (jnp.bfloat16, 1e39, ValueError, r"overflows bfloat16"),
+    (jnp.float16, 70000.0, ValueError, r"w\^1_\(0,1\) = 70000.0 overflows float16 \(largest "
+                                       r"finite 65504"),
+    (jnp.float64, float("inf"), ValueError, r"must be set to a finite number, got inf"),
+    (jnp.float64, "x", TypeError, r"w\^1_\(0,1\) must be set to a real number, got str: 'x'"),
+    (jnp.float64, None, TypeError, r"must be set to a real number, got NoneType"),
+    (jnp.float64, 1 + 2j, TypeError, r"must be set to a real number, got complex"),
+    (jnp.float64, True, TypeError, r"must be set to a real number, got bool"),
+    (jnp.float64, [1.0], TypeError, r"must be set to a real number, got list"),
+    (jnp.float64, np.ones(2), TypeError, r"must be set to a real number, got ndarray"),
+])
+def test_clamp_values_that_are_not_numbers_of_the_params_dtype(dtype, value, error, message):
+    params = tuple(w.astype(dtype) for w in random_params(QUAD, 0))
+    with pytest.raises(error, match=message):
+        bp.clamp(QUAD, params, {(1, 0, 1): value})
+
+
+def test_clamp_accepts_numbers_of_every_kind_that_fit():
+    params = tuple(w.astype(jnp.float32) for w in random_params(QUAD, 0))
+    for value in (3, 2.5, np.float64(1e38), np.int64(-4), jnp.array(0.25), np.float32(7)):
+        new, _ = bp.clamp(QUAD, params, {(1, 0, 1): value})
+        assert new[0].dtype == jnp.float32 and float(new[0][0, 0]) == np.float32(value)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (None, r"weights must be a list of triples \(l, j, k\), got NoneType"),
+    ("abc", r"weights must be a list of triples \(l, j, k\), got str"),
+    (5, r"weights must be a list of triples \(l, j, k\), got int"),
+])
+def test_weights_that_are_not_a_list_of_triples(weights, message):
+    with pytest.raises(TypeError, match=message):
+        bp.frozen_mask(QUAD, weights)

@@ -133,3 +133,66 @@ def test_importing_bpjax_does_not_import_matplotlib():
     code = "import sys, bpjax; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- large layers in summary, with a size guard ---------------------------------------------------
+
+MNIST = bp.Network(784, [bp.Layer(512, "relu"), bp.Layer(10, "identity")])
+
+
+def _nodes(fig, kind="node("):
+    (ax,) = fig.axes
+    return {p.get_gid() for p in ax.patches if (p.get_gid() or "").startswith(kind)}
+
+
+def test_a_784_512_10_network_is_drawn_in_summary():
+    fig = bp.draw_network(MNIST)
+    edges = _edges(fig)
+    assert set(edges) <= _existing(MNIST) and 0 < len(edges) <= 3000
+    nodes = _nodes(fig)
+    per_column = [sum(g.startswith(f"node({l},") for g in nodes) for l in range(3)]
+    assert per_column == [11, 11, 10]  # 12 slots: 11 neurons and the gap; d = 10 whole
+    assert _nodes(fig, "gap(") == {"gap(0,7)", "gap(1,7)"}
+    (ax,) = fig.axes
+    texts = {t.get_text() for t in ax.texts}
+    assert {"773 more", "501 more", "⋮"} <= texts
+    assert any("N_0 = 784 (11 drawn)" in t for t in texts)
+    assert all(side <= 40 for side in fig.get_size_inches())
+    # every connection between two neurons drawn is drawn, bias included
+    assert len(edges) == 11 * (1 + 11) + 10 * (1 + 11)
+
+
+def test_a_highlight_in_a_summarised_layer_keeps_its_neurons():
+    fig = bp.draw_network(MNIST, highlight=(1, 300, 200))
+    assert {"node(0,300)", "node(1,200)"} <= _nodes(fig)
+    assert _green(fig) == {"w^1_(300,200)", *{f"w^2_(200,{k})" for k in range(1, 11)}}
+    assert "10 paths" in fig.axes[0].get_title()
+    deep = bp.Network(784, [bp.Layer(512, "relu")] * 3 + [bp.Layer(10, "identity")])
+    title = bp.draw_network(deep, highlight=(1, 1, 1), output=3).axes[0].get_title()
+    assert f"{512 * 512} paths" in title  # counted, not listed
+
+
+def test_small_layers_are_drawn_whole_unless_asked():
+    assert len(_edges(bp.draw_network(FEEDFORWARD))) == FEEDFORWARD.num_params
+    fig = bp.draw_network(FEEDFORWARD, max_neurons=3)
+    assert _nodes(fig, "gap(") == {"gap(1,2)"} and len(_edges(fig)) < FEEDFORWARD.num_params
+
+
+def test_the_size_guard_summarises_deep_networks_further_then_refuses():
+    deep = bp.Network(3, [bp.Layer(12, "tanh")] * 40 + [bp.Layer(1, "identity")])
+    fig = bp.draw_network(deep)
+    assert len(_edges(fig)) <= 3000 and all(side <= 40 for side in fig.get_size_inches())
+    with pytest.raises(ValueError, match=r"would draw \d+ connections even with every column "
+                                         r"summarised to 3 neurons, more than "
+                                         r"max_connections=100"):
+        bp.draw_network(deep, max_connections=100)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_neurons=2), r"max_neurons must be an int >= 3, got 2"),
+    (dict(max_neurons=5.0), r"max_neurons must be an int >= 3, got 5.0"),
+    (dict(max_connections=0), r"max_connections must be an int >= 1, got 0"),
+])
+def test_bad_size_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bp.draw_network(FIG2, **kwargs)

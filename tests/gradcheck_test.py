@@ -107,3 +107,72 @@ def test_check_gradients_catches_a_wrong_skip_connection_gradient(monkeypatch):
     monkeypatch.setattr(gc, "loss_and_gradients_jit", corrupt)
     report = bp.check_gradients(net, params, X, Y, raise_on_failure=False)
     assert not report.ok and report.worst == (3, 1, 1)
+
+
+# --- raise_on_failure=False always returns the report; bad tolerances are argument errors --------
+
+@pytest.mark.parametrize("wrong", [
+    _broken("bad_sin_report", jnp.sin, lambda a: -jnp.cos(a)),   # wrong everywhere
+    _broken("nan_d_report", jnp.tanh, lambda a: jnp.where(a > 1, jnp.nan, 1 - jnp.tanh(a) ** 2)),
+    _broken("bad_far_report", jnp.tanh,                          # wrong only far from the data
+            lambda a: jnp.where(a > 7, 0.0, 1 - jnp.tanh(a) ** 2)),
+])
+def test_a_wrong_activation_derivative_gives_a_failing_report_without_raising(wrong):
+    net = bp.Network(2, [bp.Layer(2, (wrong, "tanh")), bp.Layer(1, "identity")])
+    params = random_params(net, 0)
+    X, Y = random_data(net, 3, 0)
+    report = bp.check_gradients(net, params, X, Y, raise_on_failure=False,
+                                finite_differences=True)
+    assert isinstance(report, bp.GradCheckReport) and not report.ok
+    assert len(report.activations) == 1 and wrong.name in report.activations[0]
+    assert "FAILED" in str(report) and wrong.name in str(report)
+    with pytest.raises(bp.GradientCheckError, match=wrong.name) as info:
+        bp.check_gradients(net, params, X, Y)
+    assert info.value.report is None or not info.value.report.ok
+
+
+def test_a_passing_report_has_no_activation_failures():
+    params = random_params(NET, 0)
+    X, Y = random_data(NET, 3, 0)
+    report = bp.check_gradients(NET, params, X, Y, raise_on_failure=False)
+    assert report.ok and report.activations == ()
+
+
+BAD_TOLERANCES = [
+    (dict(rtol=-1.0, atol=0.0), ValueError, r"rtol must be >= 0, got -1.0"),
+    (dict(atol=-1e-9), ValueError, r"atol must be >= 0, got -1e-09"),
+    (dict(rtol=float("nan")), ValueError, r"rtol must be finite, got nan"),
+    (dict(atol=float("inf")), ValueError, r"atol must be finite, got inf"),
+    (dict(rtol="1e-8"), TypeError, r"rtol must be a number, got str"),
+    (dict(finite_differences=True, fd_eps=0), ValueError, r"fd_eps must be > 0, got 0"),
+    (dict(fd_eps=-1e-6), ValueError, r"fd_eps must be > 0, got -1e-06"),
+    (dict(fd_eps=float("nan")), ValueError, r"fd_eps must be finite, got nan"),
+    (dict(fd_eps=1e-6j), TypeError, r"fd_eps must be a number, got complex"),
+    (dict(fd_rtol=-1.0), ValueError, r"fd_rtol must be >= 0, got -1.0"),
+    (dict(fd_atol=-1.0), ValueError, r"fd_atol must be >= 0, got -1.0"),
+    (dict(fd_atol=None), TypeError, r"fd_atol must be a number, got NoneType"),
+    (dict(finite_differences="yes"), TypeError, r"finite_differences must be True or False"),
+    (dict(raise_on_failure=None), TypeError, r"raise_on_failure must be True or False"),
+    (dict(net=None), TypeError, r"check_gradients expects a bpjax.Network, got NoneType"),
+    (dict(X=np.ones((3, 3), np.complex128)), TypeError, r"X must be real, got dtype complex128"),
+]
+
+
+@pytest.mark.parametrize("bad, error, message", BAD_TOLERANCES)
+def test_bad_arguments_of_check_gradients(bad, error, message):
+    args = dict(net=NET, params=random_params(NET, 0), X=np.ones((3, 3)), Y=np.ones((3, 2)))
+    args.update(bad)
+    with pytest.raises(error, match=message):
+        bp.check_gradients(args.pop("net"), args.pop("params"), args.pop("X"), args.pop("Y"),
+                           **args)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (dict(rtol=-1.0), ValueError, r"rtol must be >= 0, got -1.0"),
+    (dict(atol=float("nan")), ValueError, r"atol must be finite, got nan"),
+    (dict(a=np.array([1j])), TypeError, r"a must be real, got dtype complex128"),
+    (dict(a=np.array(["x"])), TypeError, r"a must be a numeric array, got dtype <U1"),
+])
+def test_bad_arguments_of_check_activation(bad, error, message):
+    with pytest.raises(error, match=message):
+        bp.check_activation("tanh", **bad)

@@ -61,3 +61,50 @@ def test_init_errors():
         bp.init(NET, jax.random.key(0), scale=0.0)
     with pytest.raises(TypeError, match="expects a bpjax.Network"):
         bp.init("net", jax.random.key(0))
+
+
+SMALL = bp.Network(2, [bp.Layer(3, "tanh"), bp.Layer(1, "identity")])
+
+
+@pytest.mark.parametrize("key, error, message", [
+    (0, TypeError, r"key must be a key from jax.random.key\(seed\).*got int: 0; "
+                   r"e.g. jax.random.key\(0\)"),
+    (None, TypeError, r"key must be a key from jax.random.key\(seed\).*got NoneType"),
+    ("0", TypeError, r"key must be a key .* got str"),
+    (np.zeros(3, np.uint32), TypeError, r"key must be a key .* got uint32 array of shape \(3,\)"),
+    (np.zeros(2, np.float32), TypeError, r"key must be a key .* got float32 array"),
+    (jax.random.split(jax.random.key(0), 3), ValueError,
+     r"key must be one key, got 3 \(shape \(3,\)\): for many models, "
+     r"jax.vmap\(lambda k: bp.init\(net, k\)\)\(keys\)"),
+])
+def test_bad_keys_are_named(key, error, message):
+    with pytest.raises(error, match=message):
+        bp.init(SMALL, key)
+
+
+@pytest.mark.parametrize("scale, error, message", [
+    ("1", TypeError, r"init scale must be a number, got str: '1'"),
+    (None, TypeError, r"init scale must be a number, got NoneType"),
+    (1j, TypeError, r"init scale must be a number, got complex"),
+    (-1.0, ValueError, r"init scale must be a finite number > 0, got -1.0"),
+    (float("inf"), ValueError, r"init scale must be a finite number > 0, got inf"),
+])
+def test_bad_scales_are_named(scale, error, message):
+    with pytest.raises(error, match=message):
+        bp.init(SMALL, jax.random.key(0), scale=scale)
+
+
+def test_bad_dtypes_are_named():
+    with pytest.raises(TypeError, match=r"init dtype must be a floating dtype, got 'float99'"):
+        bp.init(SMALL, jax.random.key(0), dtype="float99")
+    with pytest.raises(TypeError, match=r"init dtype must be floating, got complex64"):
+        bp.init(SMALL, jax.random.key(0), dtype=jnp.complex64)
+
+
+def test_old_style_keys_give_the_same_weights_as_new_ones():
+    new = bp.init(SMALL, jax.random.key(3))
+    old = bp.init(SMALL, jax.random.PRNGKey(3))
+    for a, b in zip(new, old):
+        np.testing.assert_array_equal(a, b)
+    many = jax.vmap(lambda k: bp.init(SMALL, k))(jax.random.split(jax.random.PRNGKey(3), 2))
+    assert many[0].shape == (2, 3, 3)

@@ -176,7 +176,7 @@ TWO_OUT = DAG_NETS["x_to_output"]
 
 BAD = [
     (lambda: bp.chain_rule_paths("net", FIG2_PARAMS, FIG2_X, (1, 2, 1)), TypeError,
-     r"expected a bpjax.Network, got str"),
+     r"chain_rule_paths expects a bpjax.Network, got str"),
     (lambda: bp.chain_rule_paths(FIG2, FIG2_PARAMS, FIG2_X, (1, 2)), TypeError,
      r"weight must be a tuple \(m, p, r\) of ints naming w\^m_pr .* got \(1, 2\)"),
     (lambda: bp.chain_rule_paths(FIG2, FIG2_PARAMS, FIG2_X, (1, 2.0, 1)), TypeError,

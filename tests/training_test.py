@@ -387,17 +387,7 @@ def test_same_shuffle_key_is_bit_identical_and_epoch_t_uses_fold_in():
         np.testing.assert_allclose(w, ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_divergence_stops_and_returns_the_last_finite_weights(batch_size):
-    result = bp.fit(MLP, PARAMS, X, Y, learning_rate=1e4, epochs=50, batch_size=batch_size)
-    assert result.diverged and 1 <= result.diverged_epoch <= 50
-    assert result.epochs_run == result.diverged_epoch == len(result.losses)
-    assert not np.isfinite(result.losses[-1]) and np.all(np.isfinite(result.losses[:-1]))
-    assert all(np.all(np.isfinite(w)) for w in result.params)
-    assert result.best_epoch == result.diverged_epoch - 1
-    before = bp.fit(MLP, PARAMS, X, Y, learning_rate=1e4, epochs=result.diverged_epoch - 1,
-                    batch_size=batch_size)
-    assert_trees_equal(result.params, before.params)
+# Divergence, and the history after it: tests/loop_test.py.
 
 
 def test_resuming_n_plus_n_epochs_equals_2n_with_adam_and_shuffling():
@@ -486,7 +476,7 @@ BAD_INPUTS = [
      r"opt_state does not fit the optimizer: expected structure"),
     (dict(shuffle=42), TypeError, r"shuffle must be a key from jax.random.key\(seed\)"),
     (dict(validation=X), TypeError, r"validation must be a pair \(X_val, Y_val\)"),
-    (dict(validation=(X, Y[:3])), ValueError, r"X has N = 7 samples but Y has 3"),
+    (dict(validation=(X, Y[:3])), ValueError, r"X_val has N = 7 samples but Y_val has 3"),
     (dict(validation=(np.asarray(X) * np.nan, Y)), ValueError, r"X_val holds 21 NaN/Inf"),
     (dict(patience=0), ValueError, r"patience must be >= 1, got 0"),
     (dict(tol=-1.0), ValueError, r"tol must be >= 0, got -1.0"),

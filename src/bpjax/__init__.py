@@ -1,6 +1,6 @@
 """bpjax: neural networks and the backpropagation algorithm, exactly as the paper writes it.
 
-The public API, by the paper's ideas (see ``DESIGN.md``):
+The public API, by the paper's ideas (the README has a tour, each module the details):
 
 * the model (§1.1): :class:`Network`, :class:`Layer`, :class:`Activation`, :func:`init`;
 * the forward pass and loss (1): :func:`forward`, :func:`forward_trace`, :func:`loss`;
@@ -11,7 +11,8 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
-  once), clamped weights :func:`frozen_mask`, :func:`clamp`;
+  once), clamped weights :func:`frozen_mask`, :func:`clamp`; :class:`DivergenceWarning` when
+  the loss stops being finite;
 * checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`);
 * many devices and hosts (:mod:`bpjax.distributed`): ``fit(..., mesh=)`` splits every batch
   over a device mesh, ``sweep(..., mesh=)`` splits the models.
@@ -35,6 +36,7 @@ from bpjax.gradcheck import (
     check_activation,
     check_gradients,
 )
+from bpjax.loop import DivergenceWarning
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
@@ -50,6 +52,7 @@ __all__ = [
     "ChainPath",
     "ChainRule",
     "Checkpoint",
+    "DivergenceWarning",
     "Factor",
     "FitResult",
     "GradCheckReport",

@@ -129,7 +129,12 @@ def register_activation(
       dphi: ``a -> ∂φ/∂a``, elementwise, written by hand. Check it with
         :func:`bpjax.check_activation`.
       init: ``"glorot"`` or ``"he"``, see :class:`Activation`.
-      overwrite: allow replacing an existing name.
+      overwrite: allow replacing an existing name, or an alias (``"sigmoid"``, ``"linear"``):
+        the name then means the new activation (an alias stops being one; its old target
+        keeps its own name). Networks built before keep the functions they were built with,
+        and so does what was compiled for them: a :class:`bpjax.Layer` holds the functions
+        its names resolved to when it was built, as part of its identity. Build the network
+        again to use the new function.
 
     Returns:
       The registered :class:`Activation`.
@@ -146,6 +151,7 @@ def register_activation(
     if not overwrite and (name in _REGISTRY or name in _ALIASES):
         raise ValueError(f"activation {name!r} is already registered; pass overwrite=True")
     act = Activation(name, phi, dphi, init)
+    _ALIASES.pop(name, None)  # overwriting an alias: the name is the new activation's now
     _REGISTRY[name] = act
     return act
 

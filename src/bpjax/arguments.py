@@ -19,18 +19,25 @@ import optax
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
+from bpjax.minibatch import as_transformation, extra_args
 from bpjax.network import Network
-from bpjax.params import Params, check_layers, check_params, structural
+from bpjax.params import Params, as_key, check_layers, check_params, structural
 
-__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "prepare"]
+__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
+           "prepare"]
 
 
 def is_traced(*trees) -> bool:
     return any(isinstance(v, jax.core.Tracer) for t in trees for v in jax.tree.leaves(t))
 
 
-def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
-    """Checks a hyper-parameter given as a number; returns it (tracers pass unchecked)."""
+def number(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
+    """Checks a hyper-parameter given as a real number; returns it (tracers pass unchecked).
+
+    ``TypeError`` unless ``value`` is an int or float (or a 0-d numeric array; bools, strings,
+    complex numbers and ``None`` are not), ``ValueError`` unless it is finite and ``>=
+    minimum`` (``>`` if ``strict``); the messages name ``name``.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, jax.core.Tracer):
@@ -51,6 +58,9 @@ def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_non
     return value
 
 
+_scalar = number  # this module's name for it
+
+
 def _check_learning_rate(eta, models=None):
     """η > 0 and finite: a number, or for a sweep an array of shape ``(M,)``."""
     if isinstance(eta, jax.core.Tracer):
@@ -61,7 +71,9 @@ def _check_learning_rate(eta, models=None):
             raise ValueError(
                 f"learning_rate must be a number or have shape (M,) = ({models},), "
                 f"got shape {v.shape}")
-        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)) or np.any(v <= 0):
+        if not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+            raise TypeError(f"learning_rate must hold real numbers, got dtype {v.dtype}")
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
             raise ValueError(f"learning_rate must be finite and > 0 for every model, got {v}")
         return eta
     return _scalar(eta, "learning_rate", minimum=0, strict=True)
@@ -74,13 +86,6 @@ def _check_frozen(net: Network, frozen) -> Params | None:
     return check_layers(
         net, frozen, name="frozen", boolean=True, expected="the shape of params[{i}],",
         what="boolean arrays shaped like params (see bpjax.frozen_mask)")
-
-
-def _check_optimizer(optimizer):
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1.0)) or None "
-            f"for plain SGD, got {type(optimizer).__name__}")
 
 
 def init_state(optimizer, params):
@@ -116,6 +121,7 @@ class Prepared(NamedTuple):
     data: Data
     hyper: Hyper
     config: Config
+    optimizer: Any = None  # as an optax GradientTransformation (minibatch.as_transformation)
 
 
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
@@ -131,13 +137,20 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         if opt_state is not None:
             raise ValueError("pass either a previous result or opt_state, not both")
         params, opt_state, epoch = params.params, params.opt_state, params.epoch
-    _check_optimizer(optimizer)
+    optimizer = as_transformation(optimizer)
     epochs = _scalar(epochs, "epochs", integer=True, minimum=0)
     if isinstance(epochs, jax.core.Tracer):
         raise TypeError("epochs must be a Python int (it sets the length of the loss history)")
     epochs = int(epochs)
 
     if models is None:
+        shapes = [np.shape(w) for w in params] if isinstance(params, (tuple, list)) else []
+        if len(shapes) == net.depth and all(
+                len(s) == 3 and s[1:] == e for s, e in zip(shapes, net.shapes)):
+            raise ValueError(
+                f"params come from a sweep of M = {shapes[0][0]} models (a leading model axis): "
+                f"resume it with bp.sweep, or take model m with jax.tree.map(lambda v: v[m], "
+                f"result)")
         params = check_params(net, params)
     else:
         params = check_models(net, params, models)
@@ -170,20 +183,25 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     X_val = Y_val = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            size = f" of {len(validation)}" if isinstance(validation, (tuple, list)) else ""
             raise TypeError(
-                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}")
-        X_val, single_val = as_inputs(net, validation[0])
-        Y_val = as_targets(net, validation[1], X_val.shape[0], single_val)
+                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}"
+                f"{size}")
+        X_val, single_val = as_inputs(net, validation[0], "X_val")
+        Y_val = as_targets(net, validation[1], X_val.shape[0], single_val, "Y_val", "X_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
     check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
     for l, w in enumerate(params, start=1):
         check_finite(**{f"params[{l - 1}] (layer {l})": w})
 
-    if shuffle is not None and not (
-            isinstance(shuffle, jax.Array) and jnp.issubdtype(shuffle.dtype, jax.dtypes.prng_key)):
-        raise TypeError(
-            f"shuffle must be a key from jax.random.key(seed) (or None to keep the dataset "
-            f"order), got {type(shuffle).__name__}")
+    if shuffle is not None:
+        shuffle = as_key(shuffle, "shuffle")
+        if models is None and shuffle.shape != ():
+            raise ValueError(f"shuffle must be one key for fit, got shape {shuffle.shape} (a "
+                             f"key per model is for bpjax.sweep)")
+        if models is not None and shuffle.shape not in ((), (models,)):
+            raise ValueError(f"shuffle must be one key or an array of M = {models} keys, got "
+                             f"shape {shuffle.shape}")
 
     params = tuple(as_dtype(w, dtype) for w in params)
     # The weights training may change: structure & ~frozen, per layer; None where all may.
@@ -211,9 +229,15 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
                 if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
 
     steps = -(-N // B)
+    needs = extra_args(optimizer, params, opt_state, many=models is not None)
+    if needs == "value_fn" and B != N:
+        raise ValueError(
+            f"this optimizer searches along a line (its update needs value_fn=, like "
+            f"optax.lbfgs): it needs the whole loss, so batch_size=None (full batch), got "
+            f"batch_size={batch_size}")
     config = Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
                      validate=validation is not None, restore_best=patience is not None,
-                     masked=masked)
+                     masked=masked, extra_args=needs)
     data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
     hyper = Hyper(
         eta=_host(eta, dtype),
@@ -221,7 +245,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         patience=_host(0 if patience is None else patience, np.int32),
         min_delta=_host(min_delta, dtype),
     )
-    return Prepared(params, opt_state, epoch, data, hyper, config), epochs
+    return Prepared(params, opt_state, epoch, data, hyper, config, optimizer), epochs
 
 
 def check_models(net, params, models):

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from bpjax import activations
 from bpjax.forward import Trace, homogeneous, homogenised, layer_inputs, propagate
 from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
@@ -143,6 +143,42 @@ def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
 loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
 
 
+def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None = None,
+                 masks=None):
+    """``f(θ) = scale · L(X × Y; θ)`` for optax optimizers that differentiate the loss
+    themselves (line searches call ``jax.value_and_grad(value_fn)``): a ``jax.custom_vjp``
+    whose backward pass is this module's, never autodiff through the network.
+
+    With ``masks`` (per layer a boolean array, True where a weight may change, or None), ``f``
+    reads the masked-out weights from ``base`` whatever it is given, and their gradient is 0.
+
+    Returns:
+      ``(f, value_and_grads)``: ``f(params)`` the scalar, ``value_and_grads(params)`` it and
+      its gradient, both by hand.
+    """
+    def merged(p):
+        if masks is None:
+            return tuple(p)
+        return tuple(w if m is None else jnp.where(m, w, b) for w, b, m in zip(p, base, masks))
+
+    def value_and_grads(p):
+        value, grads = loss_and_gradients(net, merged(p), X, Y, s)
+        if masks is not None:
+            grads = tuple(g if m is None else jnp.where(m, g, jnp.zeros((), g.dtype))
+                          for g, m in zip(grads, masks))
+        return scale * value, tuple((scale * g).astype(g.dtype) for g in grads)
+
+    @jax.custom_vjp
+    def f(p):
+        return value_and_grads(p)[0]
+
+    def f_bwd(grads, cotangent):  # ∂f/∂θ, scaled by the incoming cotangent
+        return (tuple((cotangent * g).astype(g.dtype) for g in grads),)
+
+    f.defvjp(value_and_grads, f_bwd)
+    return f, value_and_grads
+
+
 @jax.jit(static_argnums=0)
 def _per_example_jit(net, params, X, Y):
     params = structural(net, params)
@@ -172,6 +208,7 @@ def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
       ``(loss, grads)``: a scalar and ``∂L/∂θ`` with the structure and shapes of ``params``,
       ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
     """
+    check_network(net, "value_and_backprop")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return loss_and_gradients_jit(net, params, X2, Y2, s)
 
@@ -188,7 +225,11 @@ def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
 
     Returns:
       ``grads`` shaped like ``params``: ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
+    check_network(net, "backprop")
     return value_and_backprop(net, params, X, Y, weights)[1]
 
 
@@ -208,6 +249,7 @@ def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
     Returns:
       A tuple with, for each layer, an array ``(N, 1 + fan_in, N_l)``.
     """
+    check_network(net, "per_example_backprop")
     params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
     return _per_example_jit(net, params, X2, Y2)
 
@@ -226,5 +268,6 @@ def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
       A tuple of length ``L + 1``: ``delta[0]`` is None and ``delta[l]`` has shape ``(N, N_l)``;
       row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of loss (1)).
     """
+    check_network(net, "deltas")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return _deltas_jit(net, params, X2, Y2, s)

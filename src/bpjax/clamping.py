@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, check_params
 
 __all__ = ["clamp", "frozen_mask"]
@@ -75,8 +75,10 @@ def frozen_mask(net: Network, weights: Iterable = ()) -> Params:
       >>> bool(frozen[0][0, 1]), bool(frozen[1][1, 0]), int(sum(m.sum() for m in frozen))
       (True, True, 3)
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"frozen_mask expects a bpjax.Network, got {type(net).__name__}")
+    check_network(net, "frozen_mask")
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Iterable):
+        raise TypeError(f"weights must be a list of triples (l, j, k), got "
+                        f"{type(weights).__name__}")
     if isinstance(weights, tuple) and len(weights) == 3 and all(
             isinstance(v, (int, np.integer)) for v in weights):
         raise TypeError(f"weights must be a list of triples, e.g. [{weights!r}], got one triple")
@@ -94,12 +96,14 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       values: ``{(l, j, k): value}`` in the paper's numbering (``j = 0`` the bias, ``k``
-        from 1).
+        from 1); each value a real number, finite in the dtype of ``params`` (``1e40`` is
+        refused for float32 weights rather than stored as ``inf``).
 
     Returns:
       ``(params, frozen)``: the weights with ``w^l_jk = value`` set, and the masks that keep
       them there during :func:`bpjax.fit`.
     """
+    check_network(net, "clamp")
     if not isinstance(values, Mapping):
         raise TypeError(
             f"values must be a mapping {{(l, j, k): value}}, got {type(values).__name__}")
@@ -108,13 +112,23 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
     params = list(params)
     for triple, value in values.items():
         l, j, k = _index(net, triple)
-        if isinstance(value, jax.core.Tracer):
-            v = value
-        elif not np.isfinite(np.asarray(value, dtype=float)).all() or np.ndim(value) != 0:
-            raise ValueError(f"w^{l}_({j},{k + 1}) must be set to a finite number, got {value!r}")
-        else:
-            v = value
-        params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(v)
+        name, dtype = f"w^{l}_({j},{k + 1})", params[l - 1].dtype
+        if not isinstance(value, jax.core.Tracer):
+            if isinstance(value, (bool, np.bool_)) or not (
+                    isinstance(value, (int, float, np.integer, np.floating)) or (
+                        isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0
+                        and np.issubdtype(value.dtype, np.number)
+                        and not np.issubdtype(value.dtype, np.complexfloating))):
+                raise TypeError(f"{name} must be set to a real number, got "
+                                f"{type(value).__name__}: {value!r:.40}")
+            v = float(value)
+            if not np.isfinite(v):
+                raise ValueError(f"{name} must be set to a finite number, got {value!r}")
+            largest = float(jnp.finfo(dtype).max)
+            if abs(v) > largest:
+                raise ValueError(f"{name} = {v!r} overflows {jnp.dtype(dtype).name} (largest "
+                                 f"finite {largest:.5g}), the dtype of params[{l - 1}]")
+        params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(jnp.asarray(value, dtype))
     return tuple(params), frozen
 
 

@@ -1,9 +1,24 @@
 """The training data X × Y = {(x_i, y_i)}: shapes, dtypes and checks.
 
 ``X`` is ``(N, D)`` (or one ``x`` of shape ``(D,)``), ``Y`` is ``(N, d)`` (or one ``y`` of
-shape ``(d,)``; ``(N,)`` is accepted when ``d = 1``). Checks run on shapes only, so they work
-on tracers inside ``jax.jit`` and ``jax.vmap``; :func:`check_finite` looks at values and is
-used where data enters a long computation (``fit``, the gradient checker).
+shape ``(d,)``; ``(N,)`` is accepted when ``d = 1``). Checks run on shapes and dtypes only, so
+they work on tracers inside ``jax.jit`` and ``jax.vmap``; :func:`check_finite` looks at values
+and is used where data enters a long computation (``fit``, the gradient checker).
+
+**Complex numbers** are refused everywhere (``X``, ``Y``, ``weights``, ``params``): loss (1)
+and its gradient are real. That is a dtype check, free.
+
+**NaN and Inf.** The eager functions — :func:`bpjax.forward`, :func:`bpjax.forward_trace`,
+:func:`bpjax.loss`, :func:`bpjax.backprop`, :func:`bpjax.value_and_backprop`,
+:func:`bpjax.per_example_backprop`, :func:`bpjax.deltas` — check shapes and dtypes, then
+compute: NaN or Inf in ``X``, ``Y`` or ``params`` comes back as NaN or Inf, as from any JAX
+function. Looking at the values would cost a transfer from the device on every call, more
+than the whole call for a small network, and nothing under ``jax.jit`` could raise anyway. To
+check values: ``bp.check_params(net, params, finite=True)``, ``bool(jnp.isfinite(X).all())``,
+or ``jax.config.update("jax_debug_nans", True)`` to raise where a NaN first appears.
+:func:`bpjax.fit`, :func:`bpjax.sweep`, :func:`bpjax.check_gradients` and
+:func:`bpjax.chain_rule_paths` — where values enter a long computation, or are read on the host
+anyway — refuse NaN and Inf with an error naming the array and its first bad entry.
 """
 
 from __future__ import annotations
@@ -14,7 +29,8 @@ import numpy as np
 
 from bpjax.network import Network
 
-__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype"]
+__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype",
+           "real_array"]
 
 
 def float_dtype(*arrays) -> jnp.dtype:
@@ -39,52 +55,70 @@ def as_dtype(v, dtype) -> jax.Array:
 
 def _shape(v, name):
     if not hasattr(v, "shape"):
-        v = np.asarray(v)
+        given, v = v, np.asarray(v)
+        if v.dtype == object or v.dtype.kind in "US" and v.ndim == 0:
+            raise TypeError(f"{name} must be a numeric array, got {type(given).__name__}: "
+                            f"{given!r:.60}")
     if v.dtype == object or not (
         jnp.issubdtype(v.dtype, jnp.number) or jnp.issubdtype(v.dtype, jnp.bool_)
     ):
         raise TypeError(f"{name} must be a numeric array, got dtype {v.dtype}")
+    if jnp.issubdtype(v.dtype, jnp.complexfloating):  # loss (1) and its gradient are real
+        raise TypeError(f"{name} must be real, got dtype {v.dtype}: bpjax computes with real "
+                        f"numbers (pass the real part, or real and imaginary parts as features)")
     return v, tuple(v.shape)
 
 
-def as_inputs(net: Network, X) -> tuple[jax.Array, bool]:
+def real_array(v, name: str):
+    """``v`` (made an array if it is not one) and its shape; a ``TypeError`` naming ``name``
+    unless it holds real numbers or booleans (a dtype check: no host sync, works on tracers)."""
+    return _shape(v, name)
+
+
+def as_inputs(net: Network, X, name: str = "X") -> tuple[jax.Array, bool]:
     """Returns ``(X, single)`` with ``X`` of shape ``(N, D)``; ``single`` if one ``x`` was given.
 
+    ``name`` is what errors call it (``"X_val"`` for a validation set).
+
     Raises:
+      TypeError: ``X`` is not an array of real numbers.
       ValueError: ``X`` is neither ``(N, D)`` nor ``(D,)``, or ``N = 0``.
     """
-    X, shape = _shape(X, "X")
+    X, shape = _shape(X, name)
     D = net.inputs
     if len(shape) == 1 and shape[0] == D:
         return X[None, :], True
     if len(shape) == 2 and shape[1] == D:
         if shape[0] == 0:
-            raise ValueError(f"X has N = 0 samples (shape {shape}); expected at least one")
+            raise ValueError(f"{name} has N = 0 samples (shape {shape}); expected at least one")
         return X, False
-    raise ValueError(f"X must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
+    raise ValueError(
+        f"{name} must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
 
 
-def as_targets(net: Network, Y, N: int, single: bool) -> jax.Array:
-    """Returns ``Y`` of shape ``(N, d)``, matching ``X``.
+def as_targets(net: Network, Y, N: int, single: bool, name: str = "Y",
+               inputs: str = "X") -> jax.Array:
+    """Returns ``Y`` of shape ``(N, d)``, matching the inputs (called ``inputs`` in errors).
 
     Raises:
+      TypeError: ``Y`` is not an array of real numbers.
       ValueError: ``Y`` does not match ``d`` or ``N``.
     """
-    Y, shape = _shape(Y, "Y")
+    Y, shape = _shape(Y, name)
     d = net.outputs
     if single:
         if shape in ((d,), (1, d)):
             return Y.reshape(1, d)
-        raise ValueError(f"Y must have shape (d,) = ({d},) for a single x, got shape {shape}")
+        raise ValueError(
+            f"{name} must have shape (d,) = ({d},) for a single x, got shape {shape}")
     if len(shape) == 1 and d == 1 and shape[0] == N:
         return Y[:, None]
     if len(shape) == 2 and shape[1] == d and shape[0] == N:
         return Y
-    if len(shape) == 2 and shape[1] == d:
-        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
-    if len(shape) == 1 and d == 1:
-        raise ValueError(f"X has N = {N} samples but Y has {shape[0]} (shape {shape})")
-    raise ValueError(f"Y must have shape (N, d) = ({N}, {d}), got shape {shape}")
+    if (len(shape) == 2 and shape[1] == d) or (len(shape) == 1 and d == 1):
+        raise ValueError(
+            f"{inputs} has N = {N} samples but {name} has {shape[0]} (shape {shape})")
+    raise ValueError(f"{name} must have shape (N, d) = ({N}, {d}), got shape {shape}")
 
 
 def as_weights(weights, N: int):

@@ -15,8 +15,10 @@ matplotlib is an optional dependency (the ``experiments`` extra); it is imported
 
 from __future__ import annotations
 
-from bpjax.network import Network
-from bpjax.paths import check_output, check_weight, hops, source, weight_paths
+import numpy as np
+
+from bpjax.network import Network, check_network
+from bpjax.paths import check_output, check_weight, source
 
 __all__ = ["draw_network"]
 
@@ -70,23 +72,78 @@ def _on_curve(src, dst, rad: float, t: float) -> tuple[float, float]:
     return u * u * x1 + 2 * t * u * cx + t * t * x2, u * u * y1 + 2 * t * u * cy + t * t * y2
 
 
-def _layout(net: Network, dx: float):
-    """Node centres: ``pos[(l, k)]`` for neurons and inputs (``l = 0``), ``bias[l]`` for the
-    bias node of layer ``l`` (drawn atop column ``l-1``)."""
+def _shown(net: Network, max_neurons: int, keep) -> list[list[int]]:
+    """The neurons ``k`` drawn in each column ``l = 0..L``: all of them when the layer has at
+    most ``max_neurons``, else the first and the last few (``max_neurons - 1`` in all, the
+    last slot for the gap) and those in ``keep`` (the highlighted weight's own neurons)."""
+    out = []
+    for l, n in enumerate(net.sizes):
+        if n <= max_neurons:
+            out.append(list(range(1, n + 1)))
+            continue
+        head = max_neurons // 2
+        tail = max(max_neurons - 1 - head, 1)
+        ks = {*range(1, head + 1), *range(n - tail + 1, n + 1)}
+        ks |= {k for (m, k) in keep if m == l}
+        out.append(sorted(ks))
+    return out
+
+
+def _layout(net: Network, dx: float, shown):
+    """Node centres: ``pos[(l, k)]`` for the neurons drawn and inputs (``l = 0``), ``bias[l]``
+    for the bias node of layer ``l`` (drawn atop column ``l-1``), and ``gaps[(l, i)] =
+    (centre, how many)`` for each run of neurons a summarised column leaves out."""
     L = net.depth
-    slots = [net.sizes[l] + (1 if l < L and net.layer(l + 1).bias else 0) for l in range(L + 1)]
+    slots = []
+    for l in range(L + 1):
+        ks = shown[l]
+        n_gaps = sum(1 for a, b in zip([0, *ks], [*ks, net.sizes[l] + 1]) if b - a > 1)
+        slots.append(len(ks) + n_gaps + (1 if l < L and net.layer(l + 1).bias else 0))
     tallest = max(slots)  # bias nodes sit a little above their column when there is room
-    pos, bias = {}, {}
+    pos, bias, gaps = {}, {}, {}
     for l in range(L + 1):
         top = (slots[l] - 1) / 2
         y = top
         if l < L and net.layer(l + 1).bias:
             bias[l + 1] = (l * dx, y + 0.1 * (tallest > 1))
             y -= 1
-        for k in range(1, net.sizes[l] + 1):
-            pos[(l, k)] = (l * dx, y)
-            y -= 1
-    return pos, bias
+        previous = 0
+        for k in [*shown[l], net.sizes[l] + 1]:
+            if k - previous > 1:  # a run of neurons left out: one gap node
+                gaps[(l, previous + 1)] = ((l * dx, y), k - previous - 1)
+                y -= 1
+            if k <= net.sizes[l]:
+                pos[(l, k)] = (l * dx, y)
+                y -= 1
+            previous = k
+    return pos, bias, gaps
+
+
+def _lit(net: Network, weight, k_out):
+    """The neurons and connections on the chain-rule paths from ``w^m_pr`` to the outputs
+    (``k_out``, or all of them), and the number of paths — by reachability, so that a wide
+    network costs a few matrix products rather than a walk over every path."""
+    m, p, r = weight
+    L = net.depth
+    ahead = [np.zeros(n, bool) for n in net.sizes]  # reachable from neuron (m, r)
+    ahead[m][r - 1] = True
+    paths = [np.zeros(n) for n in net.sizes]  # how many paths from (m, r) reach each neuron
+    paths[m][r - 1] = 1.0
+    for l in range(m + 1, L + 1):
+        for s, rows in net.blocks(l):
+            w = net.structure(l)[rows]
+            ahead[l] |= ahead[s] @ w > 0
+            paths[l] += paths[s] @ w
+    behind = [np.zeros(n, bool) for n in net.sizes]  # reaches an output wanted
+    behind[L][:] = True if k_out is None else np.arange(1, net.outputs + 1) == k_out
+    for l in range(L, 0, -1):
+        for s, rows in net.blocks(l):
+            behind[s] |= net.structure(l)[rows] @ behind[l] > 0
+    on = [a & b for a, b in zip(ahead, behind)]
+    total = paths[L].sum() if k_out is None else paths[L][k_out - 1]
+    if not net.structure(m)[p, r - 1]:
+        on, total = [np.zeros(n, bool) for n in net.sizes], 0.0
+    return on, total
 
 
 def draw_network(
@@ -98,6 +155,8 @@ def draw_network(
     label_weights: bool = False,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    max_neurons: int = 12,
+    max_connections: int = 3000,
 ):
     """Draws ``net`` as a graph: layers as columns, one line per existing connection.
 
@@ -107,8 +166,18 @@ def draw_network(
     previous column. Only connections that exist are drawn (adjacency masks and
     ``bias=False`` respected); connections that skip layers are drawn as curves.
 
+    **Large layers in summary.** A column of more than ``max_neurons`` neurons shows its first
+    and last few (and the highlighted weight's own neurons), with a gap node ``⋮ n more``
+    for those left out; only connections between neurons drawn are drawn. So any network
+    draws in about a second (a 784-512-10 network as a 12-12-10 picture); networks of at
+    most ``max_neurons`` neurons a layer, the paper's figure 2 among them, are drawn whole.
+    ``max_connections`` guards the rest (a very deep network): when more connections would
+    be drawn, the columns are summarised further, down to 3 neurons; beyond that it is an
+    error.
+
     Every connection is a ``FancyArrowPatch`` whose ``gid`` is ``"w^l_(j,k)"`` (paper
-    numbering), so a figure can be inspected or restyled.
+    numbering), so a figure can be inspected or restyled; nodes are ``"node(l,k)"``, gap
+    nodes ``"gap(l,k)"`` (``k`` the first neuron left out).
 
     Args:
       net: the network (any DAG).
@@ -118,41 +187,88 @@ def draw_network(
       output: with ``highlight``, only the paths to ``φ^L_k`` for this ``k``; default every
         output (the paths of ``∂L/∂w``).
       ax: a matplotlib ``Axes`` to draw into; default a new figure.
-      label_weights: write ``w^l_jk`` on every connection (the highlighted weight is always
-        labelled).
+      label_weights: write ``w^l_jk`` on every connection drawn (the highlighted weight is
+        always labelled).
       title: the axes title; with ``highlight`` the default names the derivative.
-      figsize: the new figure's size in inches; default from the network's size.
+      figsize: the new figure's size in inches; default from the network's size (at most
+        40 inches a side).
+      max_neurons: columns with more neurons than this are drawn in summary (``≥ 3``).
+      max_connections: the most connections drawn (``≥ 1``), see above.
 
     Returns:
       The ``matplotlib.figure.Figure`` drawn into.
 
     Raises:
       ImportError: matplotlib is not installed.
+      ValueError: a bad argument, or more than ``max_connections`` connections even with
+        every column summarised to 3 neurons.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"draw_network expects a bpjax.Network, got {type(net).__name__}")
-    paths, weight_edge = (), None
+    check_network(net, "draw_network")
+    for name, v, least in (("max_neurons", max_neurons, 3),
+                           ("max_connections", max_connections, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
+    on, n_paths, weight_edge = None, 0, None
     if highlight is not None:
         m, p, r = check_weight(net, highlight)
         k_out = check_output(net, output, allow_all=True)
-        paths = weight_paths(net, (m, p, r), k_out)
+        on, n_paths = _lit(net, (m, p, r), k_out)
         weight_edge = (m, p, r) if net.structure(m)[p, r - 1] else None
     elif output is not None:
         raise ValueError("output= selects the highlighted paths: pass highlight=(m, p, r) too")
     Figure, Circle, FancyArrowPatch, Rectangle = _import_matplotlib()
 
+    keep = set()
+    if weight_edge is not None:
+        m, p, r = weight_edge
+        keep.add((m, r))
+        if p > 0:
+            keep.add(source(net, m, p))
+    if highlight is not None and output is not None:
+        keep.add((net.depth, output))
+
+    def connections(shown):
+        drawn = [np.isin(np.arange(1, n + 1), ks) for n, ks in zip(net.sizes, shown)]
+        out = []
+        for l in range(1, net.depth + 1):
+            rows = np.zeros(net.shapes[l - 1][0], bool)
+            rows[0] = True
+            for s, block in net.blocks(l):
+                rows[block] = drawn[s]
+            mask = net.structure(l) & rows[:, None] & drawn[l][None, :]
+            out.append(mask)
+        return out
+
+    limit = max_neurons
+    while True:
+        shown = _shown(net, limit, keep)
+        masks = connections(shown)
+        count = int(sum(m.sum() for m in masks))
+        if count <= max_connections or limit == 3:
+            break
+        limit = max(3, limit * 2 // 3)
+    if count > max_connections:
+        raise ValueError(
+            f"draw_network would draw {count} connections even with every column summarised "
+            f"to 3 neurons, more than max_connections={max_connections}: draw part of the "
+            f"network, or raise max_connections")
+
     L, dx = net.depth, 2.2
-    pos, bias = _layout(net, dx)
-    edges = []  # (l, j, k, src, dst, skip, rad): one per connection that exists
-    ys = [y for _, y in [*pos.values(), *bias.values()]]
+    pos, bias, gaps = _layout(net, dx, shown)
+    edges = []  # (l, j, k, src, dst, skip, rad): one per connection drawn
+    ys = [y for _, y in [*pos.values(), *bias.values(), *(c for c, _ in gaps.values())]]
+    columns = {}  # the node centres of each column, for the curves to avoid
+    for (t, _), c in pos.items():
+        columns.setdefault(t, []).append(c)
     for l in range(1, L + 1):
-        for j, k in zip(*net.structure(l).nonzero()):
+        for j, k in zip(*masks[l - 1].nonzero()):
             j, k = int(j), int(k) + 1
             s, i = (l - 1, 0) if j == 0 else source(net, l, j)
             src, dst = (bias[l] if j == 0 else pos[(s, i)]), pos[(l, k)]
             rad = 0.0
             if l - s > 1:  # a skip connection: curved, around the columns it jumps over
-                rad, low, high = _skip_rad(src, dst, [c for (t, _), c in pos.items() if s < t < l]
+                rad, low, high = _skip_rad(src, dst, [c for t in range(s + 1, l)
+                                                      for c in columns.get(t, ())]
                                            + [c for t, c in bias.items() if s < t - 1 < l])
                 ys += [low, high]
             edges.append((l, j, k, src, dst, l - s > 1, rad))
@@ -161,14 +277,19 @@ def draw_network(
     xlim, ylim = (-0.8, L * dx + 0.8), (bottom - 0.7, top)
     if ax is None:  # about 0.9 inch per unit of the layout, so text keeps its size
         size = figsize or (max(3.6, 0.9 * (xlim[1] - xlim[0])), 0.9 * (ylim[1] - ylim[0]) + 0.4)
+        if figsize is None and max(size) > 40:
+            size = tuple(v * 40 / max(size) for v in size)
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.add_subplot()
     fig = ax.figure
 
-    lit_edges = {e for path in paths for e in hops(net, path)}
+    lit_nodes = set()
+    if on is not None:
+        lit_nodes = {(l, k) for l in range(L + 1) for k in shown[l] if on[l][k - 1]}
+    lit_edges = {(l, j, k) for l, j, k, *_ in edges  # a lit source into a lit neuron
+                 if j > 0 and (l, k) in lit_nodes and source(net, l, j) in lit_nodes}
     if weight_edge is not None:
         lit_edges.add(weight_edge)
-    lit_nodes = {n for path in paths for n in path}
     if weight_edge is not None and weight_edge[1] > 0:  # where the weight's input comes from
         lit_nodes.add(source(net, weight_edge[0], weight_edge[1]))
 
@@ -217,19 +338,29 @@ def draw_network(
         node.set_gid(f"bias({l})")
         ax.add_patch(node)
         ax.text(x, y, "1", ha="center", va="center", fontsize=8, zorder=5)
+    for (l, k), ((x, y), n) in gaps.items():
+        gap = Rectangle((x - 0.3, y - 0.3), 0.6, 0.6, fc="none", ec="none", zorder=4)
+        gap.set_gid(f"gap({l},{k})")
+        ax.add_patch(gap)
+        ax.text(x, y + 0.08, "⋮", ha="center", va="center", fontsize=12, zorder=5)
+        ax.text(x, y - 0.28, f"{n} more", ha="center", va="center", fontsize=7,
+                color="#444444", zorder=5)
 
     # --- frame ---
     for l in range(L + 1):
         label = "input x" if l == 0 else ("output" if l == L else f"layer {l}")
+        if len(shown[l]) < net.sizes[l]:
+            label += f"\nN_{l} = {net.sizes[l]} ({len(shown[l])} drawn)"
         ax.text(l * dx, bottom, f"l = {l}\n{label}", ha="center", va="top", fontsize=8,
                 color="#444444")
     if title is None and highlight is not None:
         m, p, r = highlight
         wt = _weight_tex(m, p, r).strip("$")
         of = r"\mathcal{L}" if output is None else f"\\varphi^{{{L}}}_{{{output}}}"
-        n = len(paths)
+        n = int(n_paths) if n_paths < 1e15 else n_paths
+        count = f"{n}" if isinstance(n, int) else f"{n:.3g}"
         title = (f"chain rule for $\\partial {of}/\\partial {wt}$: "
-                 f"{n} path{'' if n == 1 else 's'}" + (" (derivative 0)" if n == 0 else ""))
+                 f"{count} path{'' if n == 1 else 's'}" + (" (derivative 0)" if n == 0 else ""))
     if title:
         ax.set_title(title, fontsize=10)
     ax.set_xlim(*xlim)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from bpjax import activations
 from bpjax.data import as_dtype, as_inputs, float_dtype
-from bpjax.network import Layer, Network
+from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_params, structural
 
 __all__ = ["Trace", "forward", "forward_trace"]
@@ -165,6 +165,7 @@ def forward_trace(net: Network, params: Params, X) -> Trace:
     Returns:
       A :class:`Trace` with ``a[l]`` and ``phi[l]`` of shape ``(N, N_l)`` (``(N_l,)`` for one x).
     """
+    check_network(net, "forward_trace")
     params, X2, single = prepare(net, params, X)
     tr = _trace_jit(net, params, X2)
     if single:
@@ -187,7 +188,11 @@ def forward(net: Network, params: Params, X) -> jax.Array:
 
     Returns:
       ``φ_θ(X)`` of shape ``(N, d)``, or ``(d,)`` for one ``x``.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
+    check_network(net, "forward")
     params, X2, single = prepare(net, params, X)
     out = _forward_jit(net, params, X2)
     return out[0] if single else out

@@ -20,10 +20,11 @@ import numpy as np
 
 from bpjax import activations as _activations
 from bpjax.activations import Activation
+from bpjax.arguments import number
 from bpjax.backward import loss_and_gradients_jit
-from bpjax.data import check_finite
+from bpjax.data import check_finite, real_array
 from bpjax.loss import loss_of_params, prepare_supervised
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params
 
 __all__ = [
@@ -63,6 +64,8 @@ class GradCheckReport(NamedTuple):
       against_autodiff: one :class:`LayerCheck` per layer, backprop vs ``jax.grad``.
       against_finite_differences: the same against central differences, or ``None``.
       worst: ``(l, j, k)`` of the worst entry over all layers and references (paper indices).
+      activations: what :func:`check_activation` found wrong with the network's activations'
+        hand-written derivatives, one message each; ``()`` when they are right.
     """
 
     ok: bool
@@ -70,6 +73,7 @@ class GradCheckReport(NamedTuple):
     against_autodiff: tuple[LayerCheck, ...]
     against_finite_differences: tuple[LayerCheck, ...] | None
     worst: tuple[int, int, int]
+    activations: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         verdict = "passed" if self.ok else "FAILED"
@@ -86,6 +90,7 @@ class GradCheckReport(NamedTuple):
                            f"{f'w^{r.l}_({j},{k})':<14s} {'yes' if r.ok else 'NO'}")
         l, j, k = self.worst
         out.append(f"  worst entry: w^{l}_({j},{k}) = grads[{l - 1}][{j}, {k - 1}]")
+        out.extend(f"  {message}" for message in self.activations)
         return "\n".join(out)
 
 
@@ -165,16 +170,36 @@ def check_gradients(
       rtol, atol: an entry passes when ``|g − ref| ≤ atol + rtol·|ref|`` against ``jax.grad``.
       fd_eps: the finite-difference step ε.
       fd_rtol, fd_atol: the same tolerances against finite differences.
-      raise_on_failure: raise :class:`GradientCheckError` on a mismatch (default); otherwise
-        return a report with ``ok == False``.
+      raise_on_failure: raise :class:`GradientCheckError` on a mismatch (default), naming a
+        wrong activation derivative first; otherwise always return the report, with
+        ``ok == False`` and the activations' failures in ``report.activations``.
 
     Returns:
       A :class:`GradCheckReport`.
+
+    Raises:
+      TypeError, ValueError: a bad argument (tolerances must be finite and ``≥ 0``, ``fd_eps``
+        ``> 0``), NaN or Inf in the data or weights; before any work.
+      GradientCheckError: a mismatch, with ``raise_on_failure``.
     """
+    check_network(net, "check_gradients")
+    for name, v in (("rtol", rtol), ("atol", atol), ("fd_rtol", fd_rtol), ("fd_atol", fd_atol)):
+        number(v, name, minimum=0)
+    number(fd_eps, "fd_eps", minimum=0, strict=True)
+    for name, v in (("finite_differences", finite_differences),
+                    ("raise_on_failure", raise_on_failure)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {v!r}")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     check_finite(X=X2, Y=Y2, weights=s, **{f"params[{i}]": w for i, w in enumerate(params)})
+    failures = []
     for act in dict.fromkeys(a for layer in net.layers for a in layer.activations):
-        check_activation(act)
+        try:
+            check_activation(act)
+        except GradientCheckError as e:
+            if raise_on_failure:
+                raise
+            failures.append(str(e))
 
     with jax.enable_x64(True):
         f64 = lambda v: None if v is None else jnp.asarray(np.asarray(v, np.float64))  # noqa: E731
@@ -191,8 +216,8 @@ def check_gradients(
             worst = max(worst, fd_worst, key=lambda t: t[0])
         value = float(value)
 
-    ok = all(r.ok for r in ad_rows + (fd_rows or ()))
-    report = GradCheckReport(ok, value, ad_rows, fd_rows, worst[1])
+    ok = all(r.ok for r in ad_rows + (fd_rows or ())) and not failures
+    report = GradCheckReport(ok, value, ad_rows, fd_rows, worst[1], tuple(failures))
     if not ok and raise_on_failure:
         raise GradientCheckError(f"backprop does not match its reference\n{report}", report)
     return report
@@ -221,6 +246,10 @@ def check_activation(
         not match; the message names the activation and the first bad point.
     """
     act = _activations.get_activation(activation)
+    number(rtol, "rtol", minimum=0)
+    number(atol, "atol", minimum=0)
+    if a is not None:
+        a = np.asarray(real_array(a, "a")[0])
     with jax.enable_x64(True):
         pts = np.linspace(-8.0, 8.0, 401) if a is None else np.asarray(a, np.float64).ravel()
         pts = jnp.asarray(np.concatenate([pts, [0.0, 1.0, -1.0]]) if a is None else pts)

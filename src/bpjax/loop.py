@@ -13,6 +13,7 @@ bar, and :func:`result` turns the final state into a :class:`FitResult`.
 from __future__ import annotations
 
 import time
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -24,8 +25,9 @@ from bpjax.distributed import to_host
 from bpjax.loss import loss_of_params
 from bpjax.params import Params
 
-__all__ = ["CHUNK", "Config", "Data", "FitResult", "Hyper", "LoopState", "drive",
-           "initial_state", "initial_state_jit", "result", "run_epochs"]
+__all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
+           "check_on_divergence", "drive", "initial_state", "initial_state_jit", "result",
+           "run_epochs", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -34,25 +36,38 @@ _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
+    **One set of weights.** Everything here describes ``params``: they are the weights after
+    epoch ``best_epoch`` of this call, ``epoch`` epochs in all. An epoch whose training loss is
+    NaN or infinite (divergence) is *not kept*: its weights are dropped, and it appears
+    neither in ``losses`` nor in the epoch counts; ``diverged_epoch`` names it.
+
     Attributes:
       params: the trained weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       opt_state: the optimizer state that goes with ``params`` (``optax.EmptyState()`` for the
         plain step); pass the result back to :func:`fit` to resume.
-      losses: loss (1) on the training set after each epoch, shape ``(epochs_run,)``: this is
-        ``(epochs,)`` unless training stopped early.
-      val_losses: loss (1) on the validation set after each epoch, same shape, or ``None``.
-      epoch: the number of epochs trained in total, counting those of a resumed result.
-      epochs_run: the number of epochs run by this call.
+      losses: loss (1) on the training set after each epoch kept, ``losses[t-1]`` after epoch
+        ``t`` of this call; shape ``(epochs_run,)``. That is ``(epochs,)`` unless training
+        stopped early: fewer entries after ``tol`` or ``patience``, and after divergence in
+        epoch ``t`` only the ``t - 1`` finite ones (none if the first epoch diverged).
+      val_losses: loss (1) on the validation set of the same weights as ``losses``, same
+        shape, or ``None`` without ``validation``.
+      epoch: the number of epochs that made ``params``, in total, counting those of a resumed
+        result (the epoch a resumed :func:`fit` continues from): ``epochs_run`` more than the
+        start, or ``best_epoch`` more with ``patience``.
+      epochs_run: the number of epochs this call ran and kept, ``len(losses)``.
       best_epoch: the epoch of this call (1-based; 0 for the initial weights) whose weights
-        ``params`` holds: ``epochs_run`` normally, the best epoch with ``patience``, the last
-        finite one after divergence.
+        ``params`` holds: ``epochs_run``, or with ``patience`` the best one. When it is ``≥ 1``,
+        ``losses[best_epoch - 1]`` (and ``val_losses[best_epoch - 1]``) is the loss of
+        ``params``.
       converged: whether the training loss reached ``tol``.
       stopped_early: whether ``patience`` ran out.
-      diverged: whether the training loss became NaN or infinite.
-      diverged_epoch: the epoch of this call (1-based) whose loss was not finite; 0 if none.
+      diverged: whether training stopped because the training loss became NaN or infinite;
+        :func:`fit` also warns (:class:`DivergenceWarning`) unless ``on_divergence="ignore"``.
+      diverged_epoch: the epoch of this call (1-based) whose loss was not finite, which was
+        not kept (``epochs_run + 1``); 0 if none.
 
     Under ``jax.jit`` or ``jax.vmap`` (and from :func:`bpjax.sweep`) the scalars are arrays
-    and ``losses`` has shape ``(epochs,)``, padded with NaN after the last epoch run.
+    and ``losses`` has shape ``(epochs,)``, padded with NaN after the last epoch kept.
     """
 
     params: Params
@@ -82,6 +97,7 @@ class Config(NamedTuple):
     restore_best: bool  # patience given: keep the best weights
     masked: bool  # some weights are frozen or structural zeros
     batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
+    extra_args: str = ""  # what the optimizer's update needs besides G_B (minibatch.extra_args)
 
 
 class Data(NamedTuple):
@@ -136,9 +152,13 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n):
     every trainer shares: loss (1) after each epoch, validation, the stopping rules.
     """
 
+    # A learning rate checked in Python is > 0 and finite; a traced one (under jax.jit) cannot
+    # raise, so a bad one runs no epoch at all: epochs_run == 0, losses all NaN.
+    eta_ok = jnp.isfinite(hyper.eta) & (hyper.eta > 0)
+
     def cond(s):
         stop = s.converged | s.stopped_early | s.diverged
-        return (s.count < n) & ~stop
+        return (s.count < n) & ~stop & eta_ok
 
     nan = jnp.full_like(loop.losses, jnp.nan)
     loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
@@ -147,15 +167,17 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n):
         params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
         loss = loss_of_params(net, params, data.X, data.Y)
         finite = jnp.isfinite(loss)
-        # After divergence, keep the weights from before the failing epoch.
+        # A diverged epoch is not kept: its weights are dropped, and so is it from the history
+        # and the epoch counts, so that everything returned describes the same weights.
         params = _select(finite, params, s.params)
         opt_state = _select(finite, opt_state, s.opt_state)
-        done = s.done + 1
+        kept = finite.astype(s.done.dtype)
+        done = s.done + kept
         val = loss_of_params(net, params, data.X_val, data.Y_val) if config.validate else loss
         monitored = val if config.validate else loss
         improved = finite & (monitored < s.best_loss - hyper.min_delta)
         best_loss = jnp.where(improved, monitored, s.best_loss)
-        since_best = jnp.where(improved, 0, s.since_best + 1)
+        since_best = jnp.where(improved, 0, s.since_best + kept)
         if config.restore_best:
             best_params = _select(improved, params, s.best_params)
             best_opt_state = _select(improved, opt_state, s.best_opt_state)
@@ -163,8 +185,9 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n):
             stopped_early = since_best >= hyper.patience
         else:
             best_params, best_opt_state = None, None
-            best_epoch = jnp.where(finite, done, s.best_epoch)
+            best_epoch = done
             stopped_early = s.stopped_early
+        nan = jnp.asarray(jnp.nan, s.losses.dtype)
         return LoopState(
             params=params,
             opt_state=opt_state,
@@ -173,11 +196,12 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n):
             best_loss=best_loss,
             best_epoch=best_epoch,
             since_best=since_best,
-            epoch=s.epoch + 1,
+            epoch=s.epoch + kept,
             done=done,
-            count=s.count + 1,
-            losses=s.losses.at[s.count].set(loss),
-            val_losses=s.val_losses.at[s.count].set(val) if config.validate else s.val_losses,
+            count=s.count + kept,
+            losses=s.losses.at[s.count].set(jnp.where(finite, loss, nan)),
+            val_losses=(s.val_losses.at[s.count].set(jnp.where(finite, val, nan))
+                        if config.validate else s.val_losses),
             converged=finite & (loss <= hyper.tol),
             stopped_early=stopped_early & finite,
             diverged=~finite,
@@ -227,13 +251,13 @@ def result(config, loop, losses, val_losses) -> FitResult:
         opt_state=opt_state,
         losses=losses,
         val_losses=val_losses if config.validate else None,
-        epoch=loop.epoch,
+        epoch=loop.epoch - loop.done + loop.best_epoch,  # the epochs that made `params`
         epochs_run=loop.done,
         best_epoch=loop.best_epoch,
         converged=loop.converged,
         stopped_early=loop.stopped_early,
         diverged=loop.diverged,
-        diverged_epoch=jnp.where(loop.diverged, loop.done, 0),
+        diverged_epoch=jnp.where(loop.diverged, loop.done + 1, 0),
     )
 
 
@@ -301,3 +325,69 @@ def drive(run, loop, epochs, progress, desc):
     return loop, losses, val_losses
 
 
+
+
+# --- divergence, made visible ---------------------------------------------------------------
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training stopped because the training loss became NaN or infinite.
+
+    Issued by :func:`bpjax.fit` and :func:`bpjax.sweep` (called eagerly) unless they are given
+    ``on_divergence="ignore"``. It is an ordinary warning category: ``warnings.simplefilter(
+    "error", bp.DivergenceWarning)`` turns it into an exception, ``"ignore"`` silences it
+    everywhere.
+    """
+
+
+def check_on_divergence(on_divergence) -> None:
+    """``on_divergence`` must be ``"warn"`` or ``"ignore"``."""
+    if not isinstance(on_divergence, str) or on_divergence not in ("warn", "ignore"):
+        raise ValueError(f"on_divergence must be 'warn' or 'ignore', got {on_divergence!r}")
+
+
+def _listed(values, most=8) -> str:
+    text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:most])
+    return f"[{text}{', …' if len(values) > most else ''}]"
+
+
+def warn_divergence(r: FitResult, on_divergence: str, learning_rate, who: str,
+                    stacklevel: int = 3) -> None:
+    """Warns (:class:`DivergenceWarning`) when ``r`` diverged, naming the epoch and what to try.
+
+    ``r`` holds concrete values: Python scalars from :func:`bpjax.fit`, arrays with a leading
+    model axis from :func:`bpjax.sweep`; ``learning_rate`` is the one the caller gave.
+    """
+    if on_divergence == "ignore":
+        return
+    diverged = to_host(r.diverged)  # a collective for a sweep split across hosts
+    if not diverged.any():
+        return
+    rate = ("learning rate (learning_rate=, or the optimizer's own)" if learning_rate is None
+            else "learning_rate")
+    advice = (f"Try a smaller {rate}, or standardise X and Y (large targets need small steps). "
+              f"on_divergence='ignore' silences this warning; result.diverged says it either way.")
+    if diverged.ndim == 0:
+        t, best = int(r.diverged_epoch), int(r.best_epoch)
+        eta = "" if learning_rate is None else f" (learning_rate={float(learning_rate):.4g})"
+        kept = "the initial ones" if best == 0 else f"those after epoch {best}"
+        message = (
+            f"{who}: the training loss became NaN or infinite in epoch {t} of this call{eta}, "
+            f"so training stopped there. That epoch is not kept: the weights returned are "
+            f"{kept} (result.best_epoch), and len(result.losses) == {int(r.epochs_run)}. "
+            f"{advice}")
+    else:
+        models = np.flatnonzero(diverged)
+        epochs = to_host(r.diverged_epoch)[models]
+        eta = ""
+        if learning_rate is not None and np.ndim(learning_rate) == 1:
+            rates = np.asarray(learning_rate)[models]
+            eta = f" with learning_rate {_listed([float(v) for v in rates])}"
+        elif learning_rate is not None:
+            eta = f" with learning_rate={float(learning_rate):.4g}"
+        message = (
+            f"{who}: {len(models)} of {diverged.size} models diverged{eta}: models "
+            f"{_listed(models.tolist())} in epochs {_listed(epochs.tolist())} (the training "
+            f"loss became NaN or infinite). Each stopped there and returned the weights after "
+            f"its last finite epoch (result.best_epoch). {advice}")
+    warnings.warn(message, DivergenceWarning, stacklevel=stacklevel)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from bpjax.data import as_dtype, as_targets, as_weights
 from bpjax.forward import prepare, propagate
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["loss"]
@@ -74,6 +74,10 @@ def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
 
     Returns:
       ``L(X × Y; θ)``, a scalar.
+
+    Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
+    :mod:`bpjax.data` for how to check them.
     """
+    check_network(net, "loss")
     params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
     return _loss_jit(net, params, X2, Y2, s)

@@ -9,19 +9,97 @@ Algorithm 1 itself (:mod:`bpjax.algorithm1`), any other ``B`` or an optax optimi
 
 from __future__ import annotations
 
+import functools
+import weakref
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from bpjax.algorithm1 import TINY, algorithm1_epoch, sample_gradient
-from bpjax.backward import delta_rule, weight_gradients
+from bpjax.backward import delta_rule, loss_by_hand, weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.distributed import shard_batches
 from bpjax.forward import propagate
 from bpjax.loop import run_epochs
 
-__all__ = ["epoch_data", "one_epoch", "run"]
+__all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run"]
+
+
+# --- which optax optimizers, and what they are given -----------------------------------------
+
+_MULTI_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def as_transformation(optimizer):
+    """``optimizer`` as an optax ``GradientTransformation``: as it is, or ``None``, or for an
+    ``optax.MultiSteps`` its ``gradient_transformation()`` — the same object for the same
+    ``MultiSteps``, so that the compiled loop (specialised on the optimizer) is reused.
+
+    Raises:
+      TypeError: anything else.
+    """
+    if optimizer is None or isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if isinstance(optimizer, optax.MultiSteps):
+        transformation = _MULTI_STEPS.get(optimizer)
+        if transformation is None:
+            transformation = _MULTI_STEPS[optimizer] = optimizer.gradient_transformation()
+        return transformation
+    raise TypeError(
+        "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1.0)) or an "
+        f"optax.MultiSteps, or None for plain SGD, got {type(optimizer).__name__}: "
+        f"{optimizer!r:.60}")
+
+
+def _probe(optimizer, params, opt_state, many):
+    def update(**kwargs):
+        def one(p, s):
+            fn = (lambda q: sum(jnp.sum(w) for w in q) * 0) if "value_fn" in kwargs else None
+            extra = {k: (fn if k == "value_fn" else v(p)) for k, v in kwargs.items()}
+            return optimizer.update(p, s, p, **extra)
+        return jax.eval_shape(jax.vmap(one) if many else one, params, opt_state)
+
+    zero = lambda p: jnp.zeros((), jax.tree.leaves(p)[0].dtype)
+    tries = (("", {}), ("value", dict(value=zero, grad=lambda p: p)),
+             ("value_fn", dict(value=zero, grad=lambda p: p, value_fn=None)))
+    errors = []
+    for kind, kwargs in tries:
+        try:
+            update(**kwargs)
+            return kind
+        except Exception as e:  # noqa: BLE001 - the first one is reported: it says the most
+            errors.append(e)
+    error = errors[0]
+    raise TypeError(
+        f"bpjax cannot drive this optimizer: its update fails when given what bpjax gives "
+        f"(G_B, state, params, and value=, grad=, value_fn= for optax's extra-args "
+        f"transformations): {type(error).__name__}: {error}") from error
+
+
+@functools.lru_cache(maxsize=64)
+def _extra_args_cached(optimizer, structure, many):
+    params, opt_state = jax.tree.unflatten(structure[0], [
+        jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in structure[1]])
+    return _probe(optimizer, params, opt_state, many)
+
+
+def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
+    """What ``optimizer.update`` needs besides ``G_B``: ``""`` nothing (adam, sgd, …),
+    ``"value"`` the loss and gradient (``value=``, ``grad=``: e.g. ``optax.polyak_sgd``,
+    ``optax.contrib.reduce_on_plateau``), ``"value_fn"`` also the loss as a function of the
+    weights (``value_fn=``: line searches, ``optax.lbfgs``). Found by tracing its update
+    once (``jax.eval_shape``, cached); ``many``: a sweep's leading model axis.
+
+    Raises:
+      TypeError: its update fails even with all three, naming why.
+    """
+    if optimizer is None:
+        return ""
+    leaves, treedef = jax.tree.flatten((params, opt_state))
+    structure = (treedef, tuple((tuple(jnp.shape(v)), jnp.result_type(v)) for v in leaves))
+    return _extra_args_cached(optimizer, structure, many)
 
 
 def _batch_gradient(net, params, X_B, Y_B, m_B, N):
@@ -67,6 +145,25 @@ def epoch_data(config, data, epoch):
     return X, Y, m
 
 
+def _step_with_extra_args(net, optimizer, kind, eta, masks, params, opt_state, X_B, Y_B, m_B, N):
+    """A step of an optimizer that is also given ``value = L_B(w)``, ``grad = G_B`` and
+    ``value_fn = L_B`` (the batch's share of loss (1), whose gradient is ``G_B``, by hand)."""
+    if X_B.ndim == 1:  # batch_size=1: one sample
+        X_B, Y_B = X_B[None], Y_B[None]
+    scale = X_B.shape[0] / N if m_B is None else m_B.sum() / N
+    value_fn, value_and_grads = loss_by_hand(net, X_B, Y_B, m_B, scale=scale, base=params,
+                                             masks=masks)
+    value, G = value_and_grads(params)
+    kwargs = dict(value=value, grad=G)
+    if kind == "value_fn":
+        kwargs["value_fn"] = value_fn
+    u, opt_state = optimizer.update(G, opt_state, params, **kwargs)
+    steps = jax.tree.map(lambda v, w: (eta * v).astype(w.dtype), u, params)
+    if masks is None:
+        masks = (None,) * len(params)
+    return tuple(apply_update(w, s, m) for w, s, m in zip(params, steps, masks)), opt_state
+
+
 def one_epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
     """One epoch: ``⌈N/B⌉`` steps, each on its batch's share of the gradient."""
     X, Y, m = epoch_data(config, data, epoch)
@@ -77,6 +174,11 @@ def one_epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
 
     def step(carry, batch):
         params, opt_state = carry
+        if config.extra_args:
+            X_B, Y_B, *m_B = batch
+            return _step_with_extra_args(net, optimizer, config.extra_args, hyper.eta, masks,
+                                         params, opt_state, X_B, Y_B, (m_B or [None])[0],
+                                         N), None
         if config.batch == 1:
             G = sample_gradient(net, params, batch[0], batch[1], N)
         else:

@@ -30,7 +30,7 @@ import numpy as np
 from bpjax import activations as _activations
 from bpjax.activations import Activation
 
-__all__ = ["Layer", "Network"]
+__all__ = ["Layer", "Network", "check_network"]
 
 
 def _is_int(v) -> bool:
@@ -56,6 +56,11 @@ class Layer:
       adjacency: optional boolean array ``(fan_in, N_l)``: ``adjacency[j-1][k-1]`` is whether
         the connection ``w^l_jk`` exists. Absent connections are structural zeros: the forward
         pass ignores them, their gradient is 0 and training never changes them.
+
+    Activation names are looked up once, when the layer is built, and the functions they name
+    then are part of the layer's identity (its ``==`` and ``hash``, which ``jax.jit`` caches
+    on): re-registering a name with ``register_activation(..., overwrite=True)`` changes the
+    layers built afterwards, never one built before, nor what was compiled for it.
     """
 
     size: int
@@ -63,6 +68,8 @@ class Layer:
     inputs: tuple[int, ...] | None = None
     bias: bool = True
     adjacency: tuple[tuple[bool, ...], ...] | None = None
+    # (name or Activation, the Activation it resolved to) for each distinct one: identity, above.
+    _functions: tuple[tuple, ...] = dataclasses.field(init=False, repr=False, default=())
 
     def __post_init__(self):
         if not _is_int(self.size) or self.size < 1:
@@ -71,7 +78,7 @@ class Layer:
 
         act = self.activation
         if isinstance(act, (str, Activation)):
-            _activations.get_activation(act)
+            functions = ((act, _activations.get_activation(act)),)
         elif isinstance(act, Sequence):
             act = tuple(act)
             if len(act) != self.size:
@@ -79,11 +86,11 @@ class Layer:
                     f"Layer of size {self.size} got {len(act)} per-neuron activations; "
                     f"expected one name, or a sequence of exactly {self.size}"
                 )
-            for a in act:
-                _activations.get_activation(a)
+            functions = tuple((a, _activations.get_activation(a)) for a in dict.fromkeys(act))
             object.__setattr__(self, "activation", act)
         else:
             _activations.get_activation(act)  # raises TypeError naming the type
+        object.__setattr__(self, "_functions", functions)
 
         if self.inputs is not None:
             inputs = (self.inputs,) if _is_int(self.inputs) else self.inputs
@@ -124,10 +131,11 @@ class Layer:
 
     @functools.cached_property
     def activations(self) -> tuple[Activation, ...]:
-        """The activation of each neuron, ``(φ^l_1, …, φ^l_{N_l})``."""
+        """The activation of each neuron, ``(φ^l_1, …, φ^l_{N_l})``, as built (see above)."""
         if isinstance(self.activation, (str, Activation)):
-            return (_activations.get_activation(self.activation),) * self.size
-        return tuple(_activations.get_activation(a) for a in self.activation)
+            return (self._functions[0][1],) * self.size
+        resolved = dict(self._functions)
+        return tuple(resolved[a] for a in self.activation)
 
     def __repr__(self) -> str:
         act = self.activation
@@ -327,3 +335,15 @@ class Network:
         lines.append(f"L = {self.depth}, D = {self.inputs}, d = {self.outputs}, "
                      f"{self.num_params} weights (structural zeros excluded)")
         return "\n".join(lines)
+
+
+def check_network(net, where: str, what: str | None = None) -> Network:
+    """``net`` if it is a :class:`Network`, else a ``TypeError`` naming ``where`` it was given.
+
+    The first check of every public function that takes a network: ``bp.forward(None, ...)``
+    says what it expected rather than failing on a missing attribute later.
+    """
+    if not isinstance(net, Network):
+        what = what or f"{where} expects a bpjax.Network"
+        raise TypeError(f"{what}, got {type(net).__name__}: {net!r:.60}")
+    return net

@@ -24,15 +24,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network
+from bpjax.data import check_finite
+from bpjax.network import Network, check_network
 
-__all__ = ["Params", "check_params", "init"]
+__all__ = ["Params", "as_key", "check_params", "init"]
 
 Params = tuple  # tuple[jax.Array, ...], params[l-1] == w^l
 
 
 def _default_float():
     return jnp.asarray(0.0).dtype  # float64 under jax_enable_x64, else float32
+
+
+def as_key(key, name: str = "key") -> jax.Array:
+    """A typed PRNG key array from ``jax.random.key(seed)`` or a legacy ``jax.random.PRNGKey``.
+
+    Both kinds are accepted wherever bpjax takes a key (``init``, ``fit(shuffle=)``), and give
+    the same random numbers: a legacy key (a ``uint32`` array of shape ``(..., 2)``) is
+    wrapped with :func:`jax.random.wrap_key_data`. Any shape passes (the caller checks it);
+    works on tracers.
+
+    Raises:
+      TypeError: ``key`` is neither, naming ``name``.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    raw = jax.random.key_data(jax.random.key(0)).shape  # (2,) for the default threefry
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype == np.uint32 and \
+            tuple(key.shape[-len(raw):]) == raw:
+        return jax.random.wrap_key_data(key)
+    what = (f"{dtype} array of shape {tuple(key.shape)}" if dtype is not None
+            else f"{type(key).__name__}: {key!r:.40}")
+    hint = f"; e.g. jax.random.key({key})" if isinstance(key, int) and \
+        not isinstance(key, bool) else ""
+    raise TypeError(f"{name} must be a key from jax.random.key(seed) (or a legacy "
+                    f"jax.random.PRNGKey(seed)), got {what}{hint}")
 
 
 def init(
@@ -57,18 +84,29 @@ def init(
 
     Args:
       net: the network.
-      key: a ``jax.random.key``.
+      key: one key, from ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey(seed)``,
+        which gives the same weights). For many models, ``jax.vmap`` over split keys.
       dtype: a floating dtype; default float32, or float64 when ``jax_enable_x64`` is on.
-      scale: multiplies every σ.
+      scale: a number ``> 0`` that multiplies every σ.
 
     Returns:
       ``params``, a tuple of ``L`` arrays, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"init expects a bpjax.Network, got {type(net).__name__}")
-    dtype = _default_float() if dtype is None else jnp.dtype(dtype)
+    check_network(net, "init")
+    key = as_key(key)
+    if key.shape != ():
+        raise ValueError(
+            f"key must be one key, got {key.size} (shape {key.shape}): for many models, "
+            f"jax.vmap(lambda k: bp.init(net, k))(keys)")
+    try:
+        dtype = _default_float() if dtype is None else jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"init dtype must be a floating dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init dtype must be floating, got {dtype}")
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(
+            scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"init scale must be a number, got {type(scale).__name__}: {scale!r}")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"init scale must be a finite number > 0, got {scale!r}")
     keys = jax.random.split(key, net.depth)
@@ -113,7 +151,7 @@ def check_layers(
       TypeError: not a sequence of arrays, or the wrong dtype.
       ValueError: the wrong number of layers, or a layer of the wrong shape.
     """
-    if isinstance(tree, (jax.Array, np.ndarray)) or not isinstance(tree, Sequence):
+    if isinstance(tree, (jax.Array, np.ndarray, str, bytes)) or not isinstance(tree, Sequence):
         raise TypeError(
             f"{name} must be a tuple of {net.depth} {what}, got {type(tree).__name__}")
     if len(tree) != net.depth:
@@ -135,14 +173,26 @@ def check_layers(
     return tuple(tree)
 
 
-def check_params(net: Network, params: Sequence) -> Params:
+def check_params(net: Network, params: Sequence, *, finite: bool = False) -> Params:
     """Checks that ``params`` fits ``net`` and returns it as a tuple.
+
+    By default only shapes and dtypes are checked, which costs no transfer from the device
+    (the eager functions check this much on every call). ``finite=True`` also looks at the
+    values, as :func:`bpjax.fit` does: one host sync, so for your own checks, e.g. before
+    :func:`bpjax.forward`, which lets NaN and Inf through (see :mod:`bpjax.data`).
 
     Raises:
       TypeError: ``params`` is not a sequence of floating arrays.
-      ValueError: wrong number of layers, or a layer of the wrong shape.
+      ValueError: wrong number of layers, or a layer of the wrong shape; with ``finite``,
+        NaN or Inf in a layer (naming it and the first such entry).
     """
-    return check_layers(net, params)
+    check_network(net, "check_params")
+    if not isinstance(finite, (bool, np.bool_)):
+        raise TypeError(f"finite must be True or False, got {finite!r}")
+    params = check_layers(net, params)
+    if finite:
+        check_finite(**{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, 1)})
+    return params
 
 
 def structural(net: Network, params: Params) -> Params:

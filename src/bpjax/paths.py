@@ -34,8 +34,9 @@ from typing import NamedTuple
 import numpy as np
 
 from bpjax import activations
+from bpjax.data import check_finite
 from bpjax.forward import forward_trace
-from bpjax.network import Network, _is_int
+from bpjax.network import Network, _is_int, check_network
 from bpjax.params import Params, check_params, structural
 
 __all__ = ["ChainPath", "ChainRule", "Factor", "chain_rule_paths", "weight_paths"]
@@ -231,6 +232,7 @@ def weight_paths(net: Network, weight, output: int | None = None, *, max_paths: 
       A tuple of paths, each a tuple of neurons ``(l, k)`` from ``(m, r)`` to ``(L, k)``, in a
       fixed order; empty when the weight is a structural zero or lies on no path.
     """
+    check_network(net, "weight_paths")
     m, p, r = check_weight(net, weight)
     k = check_output(net, output, allow_all=True)
     L = net.depth
@@ -301,7 +303,13 @@ def chain_rule_paths(
     Returns:
       A :class:`ChainRule`; ``str()`` of it is a readable rendering. Its ``value`` is the sum
       of the paths' products, ``∂φ^L_k/∂w^m_pr(x)``: exactly 0 without a path (equation (4)).
+
+    Raises:
+      ValueError: a bad weight or output, ``x`` not of shape ``(D,)``, more than
+        ``max_paths`` paths, or NaN/Inf in ``x`` or ``params`` (the values are read on the
+        host anyway, so they are checked here, unlike in :func:`bpjax.forward`).
     """
+    check_network(net, "chain_rule_paths")
     m, p, r = check_weight(net, weight)
     k = check_output(net, output, allow_all=False)
     params = check_params(net, params)
@@ -309,6 +317,8 @@ def chain_rule_paths(
         raise ValueError(
             f"x must be one input of shape (D,) = ({net.inputs},), got shape {np.shape(x)}"
         )
+    # This reads values on the host anyway: NaN or Inf is an error here, not a NaN derivative.
+    check_finite(x=x, **{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, 1)})
     if not net.structure(m)[p, r - 1]:
         return ChainRule((m, p, r), (net.depth, k), (), 0.0, exists=False)
     neuron_paths = weight_paths(net, (m, p, r), k, max_paths=max_paths)

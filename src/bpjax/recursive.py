@@ -27,7 +27,7 @@ import numpy as np
 
 from bpjax import activations
 from bpjax.data import as_inputs, as_targets
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, check_params
 
 __all__ = ["recursive_dphi_dw", "recursive_grad"]
@@ -122,6 +122,7 @@ def recursive_grad(net: Network, params: Params, X, Y) -> tuple[np.ndarray, ...]
     Returns:
       A tuple of float64 numpy arrays shaped like ``params``.
     """
+    check_network(net, "recursive_grad")
     w, samples = _samples(net, params, X, Y)
     grads = []
     for m in range(1, net.depth + 1):
@@ -146,6 +147,10 @@ def recursive_dphi_dw(net: Network, params: Params, x, l: int, k: int, m: int, p
     Returns:
       A Python float.
     """
+    check_network(net, "recursive_dphi_dw")
+    for name, v in zip("lkmpr", (l, k, m, p, r)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"l, k, m, p, r must be ints (paper numbering), got {name} = {v!r}")
     if not (1 <= l <= net.depth and 1 <= k <= net.sizes[l]):
         raise ValueError(f"neuron (l={l}, k={k}) is not in the network (sizes {net.sizes})")
     if not (1 <= m <= net.depth and 0 <= p < net.shapes[m - 1][0] and 1 <= r <= net.sizes[m]):

@@ -25,11 +25,38 @@ from bpjax import minibatch
 from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
 from bpjax.arguments import prepare
 from bpjax.distributed import model_parallel, on_mesh
-from bpjax.loop import CHUNK, Data, FitResult, Hyper, drive, initial_state, result
-from bpjax.network import Network
-from bpjax.params import Params
+from bpjax.loop import (
+    CHUNK,
+    Data,
+    FitResult,
+    Hyper,
+    check_on_divergence,
+    drive,
+    initial_state,
+    result,
+    warn_divergence,
+)
+from bpjax.network import Network, check_network
+from bpjax.params import Params, check_params
 
 __all__ = ["sweep"]
+
+
+def _stack(net, params):
+    """A list (or tuple) of per-model params, each a tuple of ``L`` arrays, stacked into one
+    tuple with a leading model axis; anything else is returned as it is."""
+    if type(params) not in (list, tuple) or (params and not isinstance(
+            params[0], (list, tuple)) and hasattr(params[0], "shape")):
+        return params  # stacked already, a previous result, or something to complain about
+    if not params:
+        raise ValueError(f"sweep needs at least one model (M >= 1): params is an empty "
+                         f"{type(params).__name__}")
+    for m, p in enumerate(params):
+        try:
+            check_params(net, p)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"model {m} of the list: {e}") from None
+    return tuple(jnp.stack(ws) for ws in zip(*params))
 
 
 def _models(params) -> int:
@@ -40,12 +67,16 @@ def _models(params) -> int:
         shape = np.shape(first)
     except (TypeError, IndexError, KeyError) as e:
         raise TypeError(
-            f"params must be a tuple of arrays with a leading model axis, "
-            f"got {type(params).__name__}") from e
+            f"params must be a tuple of arrays with a leading model axis (or a list of per-model "
+            f"params), got {type(params).__name__}") from e
     if len(shape) != 3:
         raise ValueError(
             f"params[0] must have shape (M, 1 + fan_in, N_1) with a leading model axis, got "
-            f"shape {shape}; stack models with jax.vmap(lambda k: bp.init(net, k))(keys)")
+            f"shape {shape}; stack models with jax.vmap(lambda k: bp.init(net, k))(keys), or "
+            f"pass a list of per-model params")
+    if shape[0] == 0:
+        raise ValueError("sweep needs at least one model (M >= 1), got M = 0 (params[0] has "
+                         f"shape {shape})")
     return shape[0]
 
 
@@ -91,6 +122,7 @@ def sweep(
     progress: bool | dict = False,
     mesh: jax.sharding.Mesh | None = None,
     model_axis: str = "models",
+    on_divergence: str = "warn",
 ) -> FitResult:
     """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
 
@@ -98,7 +130,8 @@ def sweep(
       net: the network, shared by every model.
       params: initial weights with a leading model axis, ``params[l-1]`` of shape
         ``(M, 1 + fan_in, N_l)``, e.g. ``jax.vmap(lambda k: bp.init(net, k))(keys)``; or a
-        previous sweep's result, to resume it.
+        list of ``M`` per-model params (each a tuple of ``L`` arrays), stacked for you; or a
+        previous sweep's result (or a sweep's :class:`bpjax.Checkpoint`), to resume it.
       X: inputs ``(N, D)``, shared.
       Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), shared.
       learning_rate: ``η > 0``, one for every model or an array ``(M,)``; as in
@@ -118,21 +151,24 @@ def sweep(
         ``model_axis``, ``M/n`` models on each of its ``n`` devices (see
         :mod:`bpjax.distributed`); ``M`` must be a multiple of ``n``.
       model_axis: the name of the mesh axis that splits the models.
+      on_divergence: ``"warn"`` (default): one :class:`bpjax.DivergenceWarning` naming the
+        models whose training loss became NaN or infinite, their epochs and learning rates;
+        ``"ignore"``: nothing (``result.diverged`` tells which, either way).
 
     Returns:
       A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
       ``val_losses`` are ``(M, epochs)``, NaN after a model stopped. With a mesh, the arrays
       with a model axis stay split over it.
     """
+    check_on_divergence(on_divergence)
+    check_network(net, "sweep")
+    params = _stack(net, params)
     M = _models(params)
-    if shuffle is not None and getattr(shuffle, "ndim", 0) == 1 and shuffle.shape != (M,):
-        raise ValueError(
-            f"shuffle must be one key or an array of M = {M} keys, got shape {shuffle.shape}")
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
-    config, data = prep.config, prep.data
+    config, data, optimizer = prep.config, prep.data, prep.optimizer
     hyper = Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
                      for v in prep.hyper))
     epoch = jnp.broadcast_to(jnp.asarray(prep.epoch, jnp.int32), (M,))
@@ -159,4 +195,5 @@ def sweep(
                                   constant_values=np.nan))
 
     out = result(config, loop, history(losses), history(val_losses))
+    warn_divergence(out, on_divergence, learning_rate, "sweep")
     return out if mesh is None else on_mesh(out, mesh)

@@ -43,6 +43,18 @@ the number of epochs only sets how many times the compiled loop runs. The optimi
 part of what is compiled: reuse one optimizer object across calls, and put hyper-parameters
 you want to vary without recompiling in its state with ``optax.inject_hyperparams``.
 
+What optax gets, precisely: every ``GradientTransformation`` is called as
+``optimizer.update(G_B, state, w)``. One whose update needs more (found by tracing it once) is
+also given ``value=L_B(w)``, ``grad=G_B`` and, if it asks, ``value_fn=L_B`` — the batch's share
+of loss (1) as a function of the weights, whose ``jax.grad`` runs the hand-written backward
+pass (a ``jax.custom_vjp``, :func:`bpjax.backward.loss_by_hand`); clamped weights are held
+fixed inside it. So ``optax.lbfgs()`` and other line searches (``value_fn``) run with
+``batch_size=None`` — they need the whole loss — and ``optax.polyak_sgd``,
+``optax.contrib.reduce_on_plateau`` (``value``) with any batch size. ``optax.MultiSteps`` is
+accepted as it is. An update that needs any other keyword argument, or that cannot take
+``params`` as bpjax keeps them (``optax.lookahead`` wants ``LookaheadParams``), is refused
+with a ``TypeError`` before any work.
+
 **Clamping.** ``frozen[l-1][j, k] == True`` keeps ``w^l_jk`` bit for bit: the mask is applied
 to the final update, after the optimizer, so momentum and weight decay cannot move a clamped
 weight. Structural zeros (``bias=False``, absent connections) never change either.
@@ -74,8 +86,16 @@ shares of ``G_B`` with one all-reduce per step (:mod:`bpjax.distributed`).
   else the training loss — has not improved by more than ``min_delta`` for ``patience``
   epochs. With ``patience`` the returned weights are always the best ones seen (the initial
   ones included), together with the optimizer state they had;
-* divergence: a non-finite training loss stops training at once; the returned weights are the
-  last finite ones (those before the failing epoch, or the best ones with ``patience``).
+* divergence: a non-finite training loss stops training at once. That epoch is not kept — not
+  in the weights, nor in ``losses``/``val_losses``, nor in the epoch counts — so the result
+  describes the weights before it (or the best ones with ``patience``); ``diverged_epoch``
+  names it, and a :class:`bpjax.DivergenceWarning` says so, with what to try, unless
+  ``on_divergence="ignore"``. See :class:`bpjax.FitResult` for the shape of the histories.
+
+**Under** ``jax.jit`` traced values cannot be checked in Python: a traced ``learning_rate``
+that is ``≤ 0`` or not finite runs no epoch (``epochs_run == 0``, every loss NaN, the weights
+returned as given) instead of climbing the loss; other traced hyper-parameters pass as they
+are, and no warning can be issued (read ``result.diverged``).
 """
 
 from __future__ import annotations
@@ -89,7 +109,16 @@ from bpjax import minibatch
 from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
 from bpjax.arguments import is_traced, prepare
 from bpjax.distributed import data_parallel, on_mesh
-from bpjax.loop import CHUNK, FitResult, drive, initial_state, initial_state_jit, result
+from bpjax.loop import (
+    CHUNK,
+    FitResult,
+    check_on_divergence,
+    drive,
+    initial_state,
+    initial_state_jit,
+    result,
+    warn_divergence,
+)
 from bpjax.network import Network
 from bpjax.params import Params
 
@@ -120,6 +149,7 @@ def fit(
     progress: bool | dict = False,
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
+    on_divergence: str = "warn",
 ) -> FitResult:
     """Trains ``net`` by gradient descent with the hand-written gradients: Algorithm 1.
 
@@ -140,10 +170,11 @@ def fit(
       epochs: the number of epochs ``T ≥ 0`` (passes over the data), at most.
       batch_size: ``1`` (Algorithm 1), ``B`` in ``1..N`` (minibatches; the last one holds
         ``N mod B`` samples when ``B`` does not divide ``N``), or ``None`` (full batch).
-      optimizer: an optax ``GradientTransformation``, or ``None`` for the plain step of the
-        paper. Either give it its own rate (``optax.adam(1e-3)``, no ``learning_rate``), or
-        build it with rate 1 (``optax.adam(1.0)``) and pass ``learning_rate``, which can then
-        change between calls without recompiling.
+      optimizer: an optax ``GradientTransformation`` (or ``optax.MultiSteps``; L-BFGS and
+        other line searches with ``batch_size=None``, see above), or ``None`` for the plain
+        step of the paper. Either give it its own rate (``optax.adam(1e-3)``, no
+        ``learning_rate``), or build it with rate 1 (``optax.adam(1.0)``) and pass
+        ``learning_rate``, which can then change between calls without recompiling.
       frozen: optional boolean masks shaped like ``params``; ``True`` clamps ``w^l_jk`` (see
         :func:`bpjax.frozen_mask` and :func:`bpjax.clamp`).
       opt_state: the optimizer state to start from (default ``optimizer.init(params)``).
@@ -162,6 +193,10 @@ def fit(
         :mod:`bpjax.distributed`). The batch size (``N`` for the full batch) must be a
         multiple of that axis's size; ``batch_size=1`` needs an axis of one device.
       data_axis: the name of the mesh axis that splits the batches.
+      on_divergence: ``"warn"`` (default): if the training loss becomes NaN or infinite, warn
+        with a :class:`bpjax.DivergenceWarning` that names the epoch and what to try;
+        ``"ignore"``: say nothing (``result.diverged`` tells either way). Under ``jax.jit``
+        nothing can be printed: read ``result.diverged``.
 
     Returns:
       A :class:`FitResult`; with a mesh, ``params`` and ``opt_state`` are replicated on it.
@@ -173,13 +208,14 @@ def fit(
         an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
         ``data_axis`` or a batch size that does not split evenly over it.
     """
+    check_on_divergence(on_divergence)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
-    config, data, hyper = prep.config, prep.data, prep.hyper
+    config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
 
     if is_traced(prep.params, data, hyper, prep.opt_state):
         # Under jax.jit / jax.vmap: one traced loop over all the epochs, NaN-padded histories.
@@ -203,7 +239,9 @@ def fit(
     r = result(config, loop, losses, val_losses)
     if mesh is not None:
         r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
-    return r._replace(
+    r = r._replace(
         epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
         converged=bool(r.converged), stopped_early=bool(r.stopped_early),
         diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
+    warn_divergence(r, on_divergence, learning_rate, "fit")
+    return r
