@@ -52,6 +52,7 @@ html_theme_options = {"show_toc_level": 2}
 # in the source and in help(). RST has no pipe tables: turn each into a list-table here.
 
 _SEPARATOR = re.compile(r"^\|\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|$")
+_LIST_MARKER = re.compile(r"^(\(?[0-9A-Za-z#]+[.)]|[-*+])(\s|$)")  # "(2) ..." would be a list
 
 
 def _cells(line: str) -> list[str]:
@@ -72,7 +73,7 @@ def _cells(line: str) -> list[str]:
             cell.append(body[i])
         i += 1
     cells.append("".join(cell).strip())
-    return cells
+    return [("\\" + c) if _LIST_MARKER.match(c) else c for c in cells]
 
 
 def pipe_tables_to_rst(lines: list[str]) -> list[str]:
@@ -111,6 +112,17 @@ def _docstring_tables(app, what, name, obj, options, lines):
     lines[:] = pipe_tables_to_rst(lines)
 
 
+# --- included reports: their HTML anchors as MyST targets ---------------------------------------
+# experiments/results/REPORT.md links its sections with <a id="name"></a> anchors, which
+# GitHub renders; Sphinx needs a target it knows, "(name)=".
+
+_ANCHOR = re.compile(r'^<a id="([A-Za-z0-9_.-]+)"></a>\s*$', re.M)
+
+
+def _anchors_as_targets(app, relative_path, parent_docname, content):
+    content[0] = _ANCHOR.sub(r"(\1)=", content[0])
+
+
 # --- the benchmark results: one page per benchmarks/results/*.md ----------------------------
 
 
@@ -133,4 +145,5 @@ def _benchmark_pages(app):
 
 def setup(app):
     app.connect("config-inited", lambda app, config: _benchmark_pages(app))
+    app.connect("include-read", _anchors_as_targets)
     app.connect("autodoc-process-docstring", _docstring_tables, priority=400)
