@@ -22,6 +22,11 @@ sys.path.insert(0, str(ROOT / "examples"))
 import distributed_fit  # noqa: E402
 
 
+def _spec(spec) -> str:
+    """A PartitionSpec as ``P(...)`` whatever the JAX version (before 0.10: ``PartitionSpec(...)``)."""
+    return f"P{tuple(spec)!r}"
+
+
 def example():
     """The example script, single process, tiny sizes (first: it calls jax.distributed)."""
     return distributed_fit.main(["--samples-per-device", "8", "--batch-per-device", "2",
@@ -61,7 +66,8 @@ def params(dtype, seed=0, net=NET, models=()):
 
 
 def mesh(shape=(4,), names=("data",), auto=False):
-    types = (AxisType.Auto,) * len(shape) if auto else None
+    """``Explicit`` axes (jax.make_mesh's default from JAX 0.9 on) unless ``auto``."""
+    types = (AxisType.Auto if auto else AxisType.Explicit,) * len(shape)
     return jax.make_mesh(shape, names, axis_types=types)
 
 
@@ -81,7 +87,7 @@ def compare(sharded, single):
         val_losses=None if single.val_losses is None else max_rel(sharded.val_losses,
                                                                   single.val_losses),
         fields_equal=all(getattr(sharded, f) == getattr(single, f) for f in FIELDS),
-        spec=[str(w.sharding.spec) for w in sharded.params],
+        spec=[_spec(w.sharding.spec) for w in sharded.params],
         mesh_axis_types=[str(t) for t in sharded.params[0].sharding.mesh.axis_types],
         devices=[len(w.sharding.device_set) for w in sharded.params],
         shard_shapes=[[list(s.data.shape) for s in w.addressable_shards]
@@ -146,15 +152,15 @@ def placement_and_batches():
         batches = jax.jit(partial(minibatch.epoch_data, prep.config))(prep.data, 1)
         Xb = batches[0]
         out[name] = dict(
-            X_spec=str(prep.data.X.sharding.spec),
+            X_spec=_spec(prep.data.X.sharding.spec),
             X_shards=[list(s.data.shape) for s in prep.data.X.addressable_shards],
-            params_spec=str(prep.params[0].sharding.spec),
+            params_spec=_spec(prep.params[0].sharding.spec),
             batches_shape=list(Xb.shape),
-            batches_spec=str(Xb.sharding.spec),
+            batches_spec=_spec(Xb.sharding.spec),
             batches_shards=[list(s.data.shape) for s in Xb.addressable_shards],
         )
     prep = _placed(50, 8)  # 50 rows do not split over 4 devices: replicated
-    out["uneven"] = dict(X_spec=str(prep.data.X.sharding.spec),
+    out["uneven"] = dict(X_spec=_spec(prep.data.X.sharding.spec),
                          X_shards=[list(s.data.shape) for s in prep.data.X.addressable_shards])
     return out
 
@@ -191,9 +197,9 @@ def sweep_algorithm1_float64():
         losses=max_rel(sharded.losses, single.losses),
         fields_equal=all(bool(np.all(np.asarray(getattr(sharded, f))
                                      == np.asarray(getattr(single, f)))) for f in FIELDS),
-        spec=[str(w.sharding.spec) for w in sharded.params],
+        spec=[_spec(w.sharding.spec) for w in sharded.params],
         mesh_axis_types=[str(t) for t in sharded.params[0].sharding.mesh.axis_types],
-        epochs_run_spec=str(sharded.epochs_run.sharding.spec),
+        epochs_run_spec=_spec(sharded.epochs_run.sharding.spec),
         shard_shapes=[[list(s.data.shape) for s in w.addressable_shards]
                       for w in sharded.params],
     )

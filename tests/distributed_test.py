@@ -57,7 +57,7 @@ def assert_replicated_on_the_given_mesh(r, axis_types=("AxisType.Explicit",)):
     assert r["spec"] == ["P()", "P()"]
     assert r["devices"] == [4, 4]
     assert r["shard_shapes"] == [[shape] * 4 for shape in r["weights_shapes"]]  # full copies
-    assert tuple(r["mesh_axis_types"]) == axis_types  # jax.make_mesh's default, given back
+    assert tuple(r["mesh_axis_types"]) == axis_types  # the given mesh's, given back
 
 
 def test_fit_on_4_devices_matches_one_device_in_float32(checks):
@@ -172,7 +172,7 @@ def test_bad_mesh_on_one_device(mesh, axis, error, message):
 def test_example_runs_on_4_devices(checks):
     r = result(checks, "example")
     assert (r["devices"], r["processes"], r["samples"], r["batch_size"]) == (4, 1, 32, 8)
-    assert r["params_sharding"] == "P()"
+    assert r["params_sharding"] in ("P()", "PartitionSpec()")  # the repr of JAX >= 0.10, < 0.10
     assert len(r["fit_losses"]) == 2 and np.all(np.isfinite(r["fit_losses"]))
     assert r["models"] == 4 and r["sweep_shard_rows"] == [1, 1, 1, 1]
     assert np.all(np.isfinite(r["sweep_final_losses"]))

@@ -13,20 +13,27 @@ rank-1 updates over blocks of 16 samples and applies them as one matrix product;
 still sees the weights left by the one before (see :class:`_DeferredW`), so this is Algorithm 1
 up to floating-point rounding. On a CPU the per-sample loop is compiled with
 :data:`SEQUENTIAL_CPU`: its steps are too small and too sequential to share between cores.
+Those are XLA:CPU options, not part of JAX's API: :func:`sequential_cpu_options` keeps the
+ones the installed jaxlib accepts (probed once), and :class:`SequentialJit` compiles with them.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import jaxlib
+import numpy as np
 
 from bpjax.backward import delta_rule, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
 
-__all__ = ["SEQUENTIAL_CPU", "TINY", "algorithm1_epoch", "sample_gradient", "sequential"]
+__all__ = ["SEQUENTIAL_CPU", "TINY", "SequentialJit", "algorithm1_epoch", "sample_gradient",
+           "sequential", "sequential_cpu_options"]
 
 _BLOCK = 16  # samples whose rank-1 updates of a large layer are deferred, then applied at once
 _DEFER_MIN = 4096  # a layer's updates are deferred when its W^l has at least this many entries
@@ -154,3 +161,66 @@ def sequential(config, data) -> bool:
     return config.batch == 1 and all(d.platform == "cpu" for d in data.X.devices())
 
 
+def _compiles_on_cpu(options: dict) -> str | None:
+    """``None`` if XLA:CPU compiles a trivial function with ``options``, else its error."""
+    x = jax.device_put(np.float32(0), jax.devices("cpu")[0])
+    try:
+        jit = jax.jit(lambda v: v + 1, compiler_options=options) if options else \
+            jax.jit(lambda v: v + 1)
+        jit.lower(x).compile()
+    except Exception as e:  # whatever this jaxlib raises for an option it rejects
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
+
+
+@functools.cache
+def sequential_cpu_options() -> dict:
+    """The options of :data:`SEQUENTIAL_CPU` that this jaxlib's CPU compiler accepts.
+
+    XLA's options come and go between jaxlib releases, and an unknown one is an error at
+    compile time. They are probed once per process, all together and, if that fails, one by
+    one; the per-sample loop is then compiled with the accepted subset, with a one-time
+    warning naming the others. The results are the same (the options only schedule the
+    work), only slower.
+
+    Returns:
+      A dict of XLA option names to values, a subset of :data:`SEQUENTIAL_CPU`.
+    """
+    if _compiles_on_cpu(SEQUENTIAL_CPU) is None:
+        return dict(SEQUENTIAL_CPU)
+    errors = {k: _compiles_on_cpu({k: v}) for k, v in SEQUENTIAL_CPU.items()}
+    accepted = {k: v for k, v in SEQUENTIAL_CPU.items() if errors[k] is None}
+    rejected = {k: e for k, e in errors.items() if e is not None}
+    warnings.warn(
+        f"bpjax: this jaxlib ({jaxlib.__version__}) rejects the XLA:CPU option(s) "
+        f"{sorted(rejected)} of bpjax.algorithm1.SEQUENTIAL_CPU "
+        f"({next(iter(rejected.values()), '')}); the per-sample loop (batch_size=1 on a CPU) "
+        f"is compiled without them: the same results, slower.", RuntimeWarning, stacklevel=2)
+    return accepted
+
+
+class SequentialJit:
+    """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`sequential_cpu_options`.
+
+    The ``jax.jit`` object is made on first use, so importing bpjax probes nothing and starts
+    no backend. Calls and attributes (``lower``, ...) go to it.
+    """
+
+    def __init__(self, fun, **jit_kwargs):
+        self.fun, self.jit_kwargs = fun, jit_kwargs
+
+    @functools.cached_property
+    def jitted(self):
+        """The ``jax.jit`` object, made with the accepted options on first use."""
+        options = sequential_cpu_options()
+        if not options:  # a jaxlib that takes none of them: no compiler_options at all
+            return jax.jit(self.fun, **self.jit_kwargs)
+        return jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.jitted(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("fun", "jit_kwargs"):
+            raise AttributeError(name)
+        return getattr(self.jitted, name)

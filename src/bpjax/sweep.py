@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
+from bpjax.algorithm1 import SequentialJit, sequential
 from bpjax.arguments import prepare
 from bpjax.distributed import model_parallel, on_mesh
 from bpjax.loop import (
@@ -93,7 +93,7 @@ def _loop_many(net, optimizer, config, axes, loop, data, hyper, n):
 
 _STATIC = dict(static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
 _loop_many_jit = jax.jit(_loop_many, **_STATIC)
-_loop_many_sequential_jit = jax.jit(_loop_many, compiler_options=SEQUENTIAL_CPU, **_STATIC)
+_loop_many_sequential_jit = SequentialJit(_loop_many, **_STATIC)
 
 
 @partial(jax.jit, static_argnames=("net", "config", "axes", "chunk"))

@@ -106,7 +106,7 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SEQUENTIAL_CPU, sequential
+from bpjax.algorithm1 import SequentialJit, sequential
 from bpjax.arguments import is_traced, prepare
 from bpjax.distributed import data_parallel, on_mesh
 from bpjax.loop import (
@@ -126,7 +126,7 @@ __all__ = ["FitResult", "fit"]
 
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
 _loop_jit = jax.jit(minibatch.run, **_LOOP_STATIC)
-_loop_sequential_jit = jax.jit(minibatch.run, compiler_options=SEQUENTIAL_CPU, **_LOOP_STATIC)
+_loop_sequential_jit = SequentialJit(minibatch.run, **_LOOP_STATIC)
 
 
 def fit(
