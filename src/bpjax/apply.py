@@ -29,8 +29,10 @@ In a DAG ``∂ℓ/∂x`` sums the contributions of every layer that reads ``x``.
   transformation work through it, with JAX's own derivatives.
 
 Both work under ``jax.jit`` and ``jax.vmap`` (over ``params``, ``X`` or both) and on arrays
-sharded over a device mesh. The argument checks run once, when the call is traced (or at each
-eager call), outside the function that carries the custom VJP.
+sharded over a device mesh: ``Auto`` axes (as ``fit(..., mesh=)`` uses them), ``Explicit``
+axes, and inside ``jax.shard_map`` (see :func:`backward_pass`). The argument checks run once,
+when the call is traced (or at each eager call), outside the function that carries the
+custom VJP.
 
 No automatic differentiation is used here: :mod:`bpjax.backward` computes every derivative.
 """
