@@ -6,6 +6,8 @@ The public API, by the paper's ideas (the README has a tour, each module the det
 * the forward pass and loss (1): :func:`forward`, :func:`forward_trace`, :func:`loss`;
 * the hand-written backward pass, equations (2)-(4): :func:`backprop`,
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
+* the network inside any JAX program: :func:`apply`, the value of :func:`forward` whose
+  ``jax.grad`` (any loss, ``∂ℓ/∂θ`` and ``∂ℓ/∂x``) is the hand-written backward pass;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
 * checking it all: :func:`check_gradients`, :func:`check_activation`;
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
@@ -24,6 +26,7 @@ from bpjax.activations import (
     get_activation,
     register_activation,
 )
+from bpjax.apply import apply
 from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
 from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
@@ -61,6 +64,7 @@ __all__ = [
     "LayerCheck",
     "Network",
     "Trace",
+    "apply",
     "available_activations",
     "backprop",
     "chain_rule_paths",

@@ -42,13 +42,18 @@ __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
 def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
-               bias_row: bool = False) -> tuple:
+               bias_row: bool = False, inputs: bool = False) -> tuple:
     """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``.
 
     ``W[l-1]`` is ``w^l`` without its bias row (``params[l-1][1:]``, see
     :func:`bpjax.forward.split`), or with it (``params[l-1]``) when ``bias_row``: the bias
     never carries an error backwards. Works on a batch (``g`` of shape ``(N, d)``) and on one
     sample (``g`` of shape ``(d,)``) alike.
+
+    With ``inputs``, ``delta[0] = ∂L/∂x``, shaped like ``x``: the delta carried one step
+    further, to the input layer read as identity neurons (``φ^0 = a^0 = x``), by (3) summed
+    over every layer that reads ``x``, as for any other layer (``δ^1 w^{1ᵀ}`` without the bias
+    row, for a feedforward network). Without it no work goes into ``x``, which has no θ in it.
     """
     L = net.depth
     N = g.size // g.shape[-1]
@@ -61,7 +66,7 @@ def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
             delta[l] = jnp.zeros_like(tr.a[l])
             continue
         d = delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
-        blocks = [(s, rows) for s, rows in net.blocks(l) if s != 0]  # φ^0 = x: no θ in it
+        blocks = [(s, rows) for s, rows in net.blocks(l) if s != 0 or inputs]  # φ^0 = x
         if not blocks:
             continue
         # (3): Σ_k w^l_jk δ^l_k for the rows j ≥ 1, as W δ for one sample (no transposed copy)
@@ -76,6 +81,8 @@ def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
         for s, rows in blocks:
             part = back[..., rows.start - 1:rows.stop - 1]  # rows of W count from j = 1
             dL_dphi[s] = part if dL_dphi[s] is None else dL_dphi[s] + part
+    if inputs:  # every layer reads x through some path, so dL_dphi[0] is set
+        delta[0] = dL_dphi[0]
     return tuple(delta)
 
 

@@ -181,6 +181,10 @@ def _forward_jit(net, params, X):
 def forward(net: Network, params: Params, X) -> jax.Array:
     """The network's output ``φ_θ(X) = φ^L``.
 
+    Plain JAX: every transformation works through it with JAX's own derivatives (forward
+    mode, ``jax.jacfwd``, ``jax.hessian``). :func:`bpjax.apply` gives the same value with the
+    hand-written backward pass as its derivative under ``jax.grad``.
+
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
