@@ -7,11 +7,16 @@ The public API, by the paper's ideas (see ``DESIGN.md``):
 * the hand-written backward pass, equations (2)-(4): :func:`backprop`,
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
+* the derivatives ``∂φ_θ(x_i)/∂w`` themselves, per sample: :func:`jacobian` (the paper's
+  recursion upward, or one backward sweep per output); per-sample gradient norms without the
+  per-sample gradients, :func:`ghost_norms` (→ :class:`GhostNorms`), and DP-SGD's clipped sum
+  :func:`clipped_grad_sum` (→ :class:`ClippedGradSum`);
 * checking it all: :func:`check_gradients`, :func:`check_activation`;
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
-  once), clamped weights :func:`frozen_mask`, :func:`clamp`;
+  once), clamped weights :func:`frozen_mask`, :func:`clamp`; second order for the squared
+  loss: :func:`levenberg_marquardt` (MATLAB's trainlm; its state :class:`LMState`);
 * checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`);
 * many devices and hosts (:mod:`bpjax.distributed`): ``fit(..., mesh=)`` splits every batch
   over a device mesh, ``sweep(..., mesh=)`` splits the models.
@@ -28,6 +33,7 @@ from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
 from bpjax.drawing import draw_network
 from bpjax.forward import Trace, forward, forward_trace
+from bpjax.ghost_norms import ClippedGradSum, GhostNorms, clipped_grad_sum, ghost_norms
 from bpjax.gradcheck import (
     GradCheckReport,
     GradientCheckError,
@@ -35,6 +41,8 @@ from bpjax.gradcheck import (
     check_activation,
     check_gradients,
 )
+from bpjax.jacobian import jacobian
+from bpjax.levenberg_marquardt import LMState, levenberg_marquardt
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
@@ -50,10 +58,13 @@ __all__ = [
     "ChainPath",
     "ChainRule",
     "Checkpoint",
+    "ClippedGradSum",
     "Factor",
     "FitResult",
+    "GhostNorms",
     "GradCheckReport",
     "GradientCheckError",
+    "LMState",
     "Layer",
     "LayerCheck",
     "Network",
@@ -65,6 +76,7 @@ __all__ = [
     "check_gradients",
     "check_params",
     "clamp",
+    "clipped_grad_sum",
     "deltas",
     "draw_network",
     "fit",
@@ -72,7 +84,10 @@ __all__ = [
     "forward_trace",
     "frozen_mask",
     "get_activation",
+    "ghost_norms",
     "init",
+    "jacobian",
+    "levenberg_marquardt",
     "load",
     "loss",
     "per_example_backprop",

@@ -22,7 +22,8 @@ from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.network import Network
 from bpjax.params import Params, check_layers, check_params, structural
 
-__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "prepare"]
+__all__ = ["Prepared", "check_models", "check_number", "check_opt_state", "init_state", "is_traced",
+           "prepare"]
 
 
 def is_traced(*trees) -> bool:
@@ -49,6 +50,13 @@ def _scalar(value, name, *, integer=False, minimum=None, strict=False, allow_non
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
     return value
+
+
+def check_number(value, name, *, integer=False, minimum=None, strict=False, allow_none=False):
+    """A hyper-parameter given as a number, checked as :func:`bpjax.fit` checks its own (for
+    other trainers, e.g. :mod:`bpjax.levenberg_marquardt`); tracers pass unchecked."""
+    return _scalar(value, name, integer=integer, minimum=minimum, strict=strict,
+                   allow_none=allow_none)
 
 
 def _check_learning_rate(eta, models=None):

@@ -128,17 +128,21 @@ def _select(pred, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def run_epochs(net, one_epoch, config, loop, data, hyper, n):
+def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     """Runs up to ``n`` epochs, fewer if training stops; losses go to ``loop.losses[count]``.
 
     ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
     ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
     every trainer shares: loss (1) after each epoch, validation, the stopping rules.
+    ``stop(opt_state)``, if given, is a trainer's own reason to stop, checked before each
+    epoch (:mod:`bpjax.levenberg_marquardt`: no step left to take); ``None`` adds nothing.
     """
 
     def cond(s):
-        stop = s.converged | s.stopped_early | s.diverged
-        return (s.count < n) & ~stop
+        halt = s.converged | s.stopped_early | s.diverged
+        if stop is not None:
+            halt = halt | stop(s.opt_state)
+        return (s.count < n) & ~halt
 
     nan = jnp.full_like(loop.losses, jnp.nan)
     loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
