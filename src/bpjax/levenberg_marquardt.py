@@ -186,12 +186,12 @@ def _check_arguments(iterations, mu, mu_dec, mu_inc, mu_max, min_grad, loss, mod
             f"jacobian_mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
 
 
-def free_weights(net: Network, trainable) -> np.ndarray:
+def free_weights(net: Network, frozen) -> np.ndarray:
     """The flat indices of the free weights (``structure & ~frozen``), layer by layer."""
-    masks = trainable if trainable is not None else (None,) * net.depth
-    flat = [np.ones(shape, bool) if m is None else np.asarray(m, bool)
-            for shape, m in zip(net.shapes, masks)]
-    return np.flatnonzero(np.concatenate([m.ravel() for m in flat]))
+    frozen = (None,) * net.depth if frozen is None else frozen
+    return np.flatnonzero(np.concatenate([
+        (net.structure(l) if f is None else net.structure(l) & ~np.asarray(f, bool)).ravel()
+        for l, f in enumerate(frozen, start=1)]))
 
 
 def levenberg_marquardt(
@@ -282,7 +282,7 @@ def levenberg_marquardt(
         optimizer=None, frozen=frozen, opt_state=None, shuffle=None, validation=validation,
         tol=tol, patience=patience, min_delta=min_delta)
     config, data, hyper = prep.config, prep.data, prep.hyper
-    free = free_weights(net, data.trainable)
+    free = free_weights(net, frozen)
     if free.size == 0:
         raise ValueError("levenberg_marquardt has no free weights: every weight is clamped "
                          "(frozen) or a structural zero")
