@@ -37,6 +37,7 @@ ORDER = (
     "e6_sweep",
     "e7_network_drawing",
     "e8_skip_connection",
+    "e11_levenberg_marquardt",
 )
 
 
