@@ -53,6 +53,8 @@ differentiation is used: ``jax.jacrev``/``jax.jacfwd`` check this module in the 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -93,6 +95,12 @@ def _pass_cost(net: Network, l: int, sources) -> int:
     return (sum(net.sizes[s] for s in sources) + 1) * net.sizes[l]
 
 
+@functools.cache  # a Network is hashable: counted once per network
+def _costs(net: Network) -> tuple[int, int]:
+    c = costs(net)
+    return c["forward"], c["reverse"]
+
+
 def costs(net: Network) -> dict[str, int]:
     """Multiply-adds per sample of each mode's propagation (see the module docstring).
 
@@ -125,8 +133,8 @@ def resolve_mode(net: Network, mode: str) -> str:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     if mode != "auto":
         return mode
-    c = costs(net)
-    return "forward" if c["forward"] < c["reverse"] else "reverse"
+    forward, reverse = _costs(net)
+    return "forward" if forward < reverse else "reverse"
 
 
 def _dphiL_da_forward(net: Network, params: Params, tr: Trace, m: int) -> jax.Array:
