@@ -50,7 +50,7 @@ from bpjax.checkpoint import Checkpoint
 from bpjax.clamping import apply_update
 from bpjax.forward import propagate
 from bpjax.jacobian import MODES, jacobian_of_params, resolve_mode
-from bpjax.loop import CHUNK, FitResult, drive, initial_state, result, run_epochs
+from bpjax.loop import CHUNK, FitResult, drive, host_result, initial_state, result, run_epochs
 from bpjax.loss import loss_of_params, squared_loss
 from bpjax.network import Network
 from bpjax.params import Params, structural
@@ -310,10 +310,4 @@ def levenberg_marquardt(
 
     loop = _start_jit(net, mode, config, data, free, lm, prep.params, mu0, epoch, chunk=CHUNK)
     loop, losses, val_losses = drive(run, loop, iterations, progress, "levenberg_marquardt")
-    losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
-    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
-    r = result(config, loop, losses, val_losses)
-    return r._replace(
-        epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
-        converged=bool(r.converged), stopped_early=bool(r.stopped_early),
-        diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
+    return host_result(config, loop, losses, val_losses, dtype)

@@ -25,7 +25,7 @@ from bpjax.loss import loss_of_params
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "FitResult", "Hyper", "LoopState", "drive",
-           "initial_state", "initial_state_jit", "result", "run_epochs"]
+           "host_result", "initial_state", "initial_state_jit", "result", "run_epochs"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -239,6 +239,19 @@ def result(config, loop, losses, val_losses) -> FitResult:
         diverged=loop.diverged,
         diverged_epoch=jnp.where(loop.diverged, loop.done, 0),
     )
+
+
+def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
+    """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
+    into arrays and the scalars made Python ints and bools."""
+    # device_put, not jnp.asarray: a history of a new length must not compile anything
+    losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
+    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
+    r = result(config, loop, losses, val_losses)
+    return r._replace(
+        epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
+        converged=bool(r.converged), stopped_early=bool(r.stopped_early),
+        diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
 
 
 class _Progress:
