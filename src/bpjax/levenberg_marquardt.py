@@ -251,7 +251,8 @@ def levenberg_marquardt(
     Returns:
       A :class:`FitResult`: ``losses[t]`` is loss (1) after the ``t + 1``-th accepted step;
       ``opt_state`` is the :class:`LMState` (``μ``, ``‖Jᵀe‖``, solves so far), whose
-      ``found`` is False when ``μ`` passed ``mu_max`` or ``‖Jᵀe‖`` reached ``min_grad``.
+      ``found`` is False when ``μ`` passed ``mu_max`` or ``‖Jᵀe‖`` reached ``min_grad``. With
+      ``patience`` both are the best iteration's, as in :func:`bpjax.fit`.
 
     Raises:
       TypeError, ValueError: a bad input, before any work: ``iterations < 1``, ``mu ≤ 0``,
