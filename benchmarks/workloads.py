@@ -20,6 +20,7 @@ import numpy as np
 
 import bpjax as bp
 from benchmarks import baselines as B
+from benchmarks import jacobian as J
 from benchmarks.harness import Runner, Timing, interleave, loglog_slope, ratio
 from benchmarks.report import target
 
@@ -601,5 +602,9 @@ WORKLOADS: dict[str, Workload] = {
             "W5", "scaling with the number of weights: backprop vs Algorithm 2 vs jax.grad",
             _w5_config, "bpjax.backprop", custom=_w5_run,
         ),
+        Workload("W6", "per-sample Jacobian of a 16-32-32-4 tanh MLP", J.w6_config,
+                 "bp.jacobian (auto)", J.w6_factories, J.w6_summary),
+        Workload("W7", "ghost norms and clipped sum vs vmap(grad), 64-256-256-1 tanh",
+                 J.w7_config, "bp.ghost_norms", J.w7_factories, J.w7_summary),
     ]
 }

@@ -38,6 +38,7 @@ ORDER = (
     "e7_network_drawing",
     "e8_skip_connection",
     "e10_custom_loss",
+    "e11_levenberg_marquardt",
 )
 
 

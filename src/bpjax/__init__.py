@@ -9,12 +9,17 @@ The public API, by the paper's ideas (the README has a tour, each module the det
 * the network inside any JAX program: :func:`apply`, the value of :func:`forward` whose
   ``jax.grad`` (any loss, ``∂ℓ/∂θ`` and ``∂ℓ/∂x``) is the hand-written backward pass;
 * Algorithm 2 as written: :func:`recursive_grad`, :func:`recursive_dphi_dw`;
+* the derivatives ``∂φ_θ(x_i)/∂w`` themselves, per sample: :func:`jacobian` (the paper's
+  recursion upward, or one backward sweep per output); per-sample gradient norms without the
+  per-sample gradients, :func:`ghost_norms` (→ :class:`GhostNorms`), and DP-SGD's clipped sum
+  :func:`clipped_grad_sum` (→ :class:`ClippedGradSum`);
 * checking it all: :func:`check_gradients`, :func:`check_activation`;
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
   once), clamped weights :func:`frozen_mask`, :func:`clamp`; :class:`DivergenceWarning` when
-  the loss stops being finite;
+  the loss stops being finite; second order for the squared
+  loss: :func:`levenberg_marquardt` (MATLAB's trainlm; its state :class:`LMState`);
 * checkpoints: :func:`save`, :func:`load` (→ :class:`Checkpoint`);
 * many devices and hosts (:mod:`bpjax.distributed`): ``fit(..., mesh=)`` splits every batch
   over a device mesh, ``sweep(..., mesh=)`` splits the models.
@@ -32,6 +37,7 @@ from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
 from bpjax.drawing import draw_network
 from bpjax.forward import Trace, forward, forward_trace
+from bpjax.ghost_norms import ClippedGradSum, GhostNorms, clipped_grad_sum, ghost_norms
 from bpjax.gradcheck import (
     GradCheckReport,
     GradientCheckError,
@@ -39,6 +45,8 @@ from bpjax.gradcheck import (
     check_activation,
     check_gradients,
 )
+from bpjax.jacobian import jacobian
+from bpjax.levenberg_marquardt import LMState, levenberg_marquardt
 from bpjax.loop import DivergenceWarning
 from bpjax.loss import loss
 from bpjax.network import Layer, Network
@@ -55,11 +63,14 @@ __all__ = [
     "ChainPath",
     "ChainRule",
     "Checkpoint",
+    "ClippedGradSum",
     "DivergenceWarning",
     "Factor",
     "FitResult",
+    "GhostNorms",
     "GradCheckReport",
     "GradientCheckError",
+    "LMState",
     "Layer",
     "LayerCheck",
     "Network",
@@ -72,6 +83,7 @@ __all__ = [
     "check_gradients",
     "check_params",
     "clamp",
+    "clipped_grad_sum",
     "deltas",
     "draw_network",
     "fit",
@@ -79,7 +91,10 @@ __all__ = [
     "forward_trace",
     "frozen_mask",
     "get_activation",
+    "ghost_norms",
     "init",
+    "jacobian",
+    "levenberg_marquardt",
     "load",
     "loss",
     "per_example_backprop",

@@ -26,8 +26,8 @@ from bpjax.loss import loss_of_params
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
-           "check_on_divergence", "drive", "initial_state", "initial_state_jit", "result",
-           "run_epochs", "warn_divergence"]
+           "check_on_divergence", "drive", "host_result", "initial_state", "initial_state_jit",
+           "result", "run_epochs", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -144,12 +144,14 @@ def _select(pred, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def run_epochs(net, one_epoch, config, loop, data, hyper, n):
+def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     """Runs up to ``n`` epochs, fewer if training stops; losses go to ``loop.losses[count]``.
 
     ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
     ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
     every trainer shares: loss (1) after each epoch, validation, the stopping rules.
+    ``stop(opt_state)``, if given, is a trainer's own reason to stop, checked before each
+    epoch (:mod:`bpjax.levenberg_marquardt`: no step left to take); ``None`` adds nothing.
     """
 
     # A learning rate checked in Python is > 0 and finite; a traced one (under jax.jit) cannot
@@ -157,8 +159,10 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n):
     eta_ok = jnp.isfinite(hyper.eta) & (hyper.eta > 0)
 
     def cond(s):
-        stop = s.converged | s.stopped_early | s.diverged
-        return (s.count < n) & ~stop & eta_ok
+        halt = s.converged | s.stopped_early | s.diverged
+        if stop is not None:
+            halt = halt | stop(s.opt_state)
+        return (s.count < n) & ~halt & eta_ok
 
     nan = jnp.full_like(loop.losses, jnp.nan)
     loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
@@ -259,6 +263,19 @@ def result(config, loop, losses, val_losses) -> FitResult:
         diverged=loop.diverged,
         diverged_epoch=jnp.where(loop.diverged, loop.done + 1, 0),
     )
+
+
+def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
+    """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
+    into arrays and the scalars made Python ints and bools."""
+    # device_put, not jnp.asarray: a history of a new length must not compile anything
+    losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
+    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
+    r = result(config, loop, losses, val_losses)
+    return r._replace(
+        epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
+        converged=bool(r.converged), stopped_early=bool(r.stopped_early),
+        diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
 
 
 class _Progress:

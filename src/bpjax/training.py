@@ -102,7 +102,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from bpjax import minibatch
@@ -114,6 +113,7 @@ from bpjax.loop import (
     FitResult,
     check_on_divergence,
     drive,
+    host_result,
     initial_state,
     initial_state_jit,
     result,
@@ -232,16 +232,8 @@ def fit(
     loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
                              chunk=CHUNK)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
-    dtype = prep.params[0].dtype
-    # device_put, not jnp.asarray: a history of a new length must not compile anything
-    losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
-    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
-    r = result(config, loop, losses, val_losses)
+    r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
         r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
-    r = r._replace(
-        epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),
-        converged=bool(r.converged), stopped_early=bool(r.stopped_early),
-        diverged=bool(r.diverged), diverged_epoch=int(r.diverged_epoch))
     warn_divergence(r, on_divergence, learning_rate, "fit")
     return r
