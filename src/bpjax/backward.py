@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from bpjax import activations
 from bpjax.forward import Trace, homogeneous, homogenised, layer_inputs, propagate
-from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
+from bpjax.loss import call_supervised, dloss_dphi, squared_loss, supervised
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
@@ -186,19 +186,25 @@ def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None =
     return f, value_and_grads
 
 
-@jax.jit(static_argnums=0)
-def _per_example_jit(net, params, X, Y):
+@supervised
+def _per_example_core(net, params, X, Y, s):
     params = structural(net, params)
     tr = propagate(net, params, X)
     delta = delta_rule(net, params, tr, tr.phi[-1] - Y, bias_row=True)  # sample i's term, no 1/N
     return _per_example_gradients(net, tr, delta)
 
 
-@jax.jit(static_argnums=0)
-def _deltas_jit(net, params, X, Y, s):
+@supervised
+def _deltas_core(net, params, X, Y, s):
     params = structural(net, params)
     tr = propagate(net, params, X)
     return delta_rule(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
+
+
+_value_and_gradients_core = supervised(loss_and_gradients)
+@supervised
+def _gradients_core(net, params, X, Y, s):
+    return loss_and_gradients(net, params, X, Y, s)[1]
 
 
 def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
@@ -216,8 +222,7 @@ def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
       ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
     """
     check_network(net, "value_and_backprop")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return loss_and_gradients_jit(net, params, X2, Y2, s)
+    return call_supervised(_value_and_gradients_core, net, params, X, Y, weights)
 
 
 def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
@@ -237,7 +242,7 @@ def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
     :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "backprop")
-    return value_and_backprop(net, params, X, Y, weights)[1]
+    return call_supervised(_gradients_core, net, params, X, Y, weights)
 
 
 def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
@@ -257,8 +262,7 @@ def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
       A tuple with, for each layer, an array ``(N, 1 + fan_in, N_l)``.
     """
     check_network(net, "per_example_backprop")
-    params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
-    return _per_example_jit(net, params, X2, Y2)
+    return call_supervised(_per_example_core, net, params, X, Y)
 
 
 def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
@@ -276,5 +280,4 @@ def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
       row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of loss (1)).
     """
     check_network(net, "deltas")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return _deltas_jit(net, params, X2, Y2, s)
+    return call_supervised(_deltas_core, net, params, X, Y, weights)

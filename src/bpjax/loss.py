@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bpjax.data import as_dtype, as_targets, as_weights
+from bpjax.data import as_dtype, as_targets, as_weights, eager
 from bpjax.forward import prepare, propagate
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
@@ -50,15 +50,35 @@ def loss_of_params(net: Network, params: Params, X, Y, s=None) -> jax.Array:
     return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
 
 
-_loss_jit = jax.jit(loss_of_params, static_argnums=0)
-
-
 def prepare_supervised(net: Network, params, X, Y, weights=None):
     """Checks and promotes ``(params, X, Y, weights)``, with ``X (N, D)`` and ``Y (N, d)``."""
     params, X2, single = prepare(net, params, X)
     Y2 = as_targets(net, Y, X2.shape[0], single)
     s = as_weights(weights, X2.shape[0])
     return params, X2, as_dtype(Y2, X2.dtype), s
+
+
+def supervised(fn):
+    """``fn(net, params, X (N, D), Y (N, d), s)`` as the jitted core of an eager function:
+    ``core(net, params, X, Y, weights)`` takes the arguments as given and checks and promotes
+    them with :func:`prepare_supervised` when traced (``net`` static). Call it with
+    :func:`call_supervised`."""
+    def core(net, params, X, Y, weights):
+        return fn(net, *prepare_supervised(net, params, X, Y, weights))
+
+    return jax.jit(core, static_argnums=0)
+
+
+def call_supervised(core, net: Network, params, X, Y, weights=None):
+    """``core(net, params, X, Y, weights)`` (a :func:`supervised` core), checked as in
+    :func:`bpjax.data.eager`. Per-sample weights are checked first, and eagerly: their values
+    must be finite, ``≥ 0`` and not all 0, which needs them on the host."""
+    if weights is not None:
+        prepare_supervised(net, params, X, Y, weights)
+    return eager(core, prepare_supervised, net, params, X, Y, weights)
+
+
+_loss_core = supervised(loss_of_params)
 
 
 def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
@@ -79,5 +99,4 @@ def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
     :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "loss")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return _loss_jit(net, params, X2, Y2, s)
+    return call_supervised(_loss_core, net, params, X, Y, weights)
