@@ -203,7 +203,7 @@ def _compiled_loop_text(batch_size):
 
 def test_per_sample_loop_on_a_cpu_is_compiled_for_one_thread():
     # Algorithm 1 (batch_size=1) on a CPU: no operation split over threads, no YNNPACK call;
-    # minibatches keep XLA's defaults.
+    # minibatches are compiled with bpjax.compilation.BATCHED_CPU.
     sequential, text = _compiled_loop_text(1)
     assert sequential == (jax.default_backend() == "cpu")
     if sequential:

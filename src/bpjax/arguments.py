@@ -8,6 +8,7 @@ traced values (under ``jax.jit`` or ``jax.vmap``) pass unchecked.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -19,12 +20,12 @@ import optax
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
-from bpjax.minibatch import as_transformation, extra_args
+from bpjax.minibatch import as_transformation, extra_args, shapes_of, structure
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
-__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
-           "prepare"]
+__all__ = ["Prepared", "check_models", "check_opt_state", "check_values",
+           "init_state", "is_traced", "number", "prepare", "state_shape"]
 
 
 def is_traced(*trees) -> bool:
@@ -92,9 +93,20 @@ def init_state(optimizer, params):
     return optax.EmptyState() if optimizer is None else optimizer.init(params)
 
 
+@functools.lru_cache(maxsize=64)
+def _state_shape(optimizer, key):
+    return jax.eval_shape(partial(init_state, optimizer), shapes_of(key))
+
+
+def state_shape(optimizer, params):
+    """``init_state(optimizer, params)`` as ``jax.ShapeDtypeStruct`` leaves, without running
+    it: traced once per optimizer and shapes of ``params`` (cached)."""
+    return _state_shape(optimizer, structure(params))
+
+
 def check_opt_state(optimizer, opt_state, params):
     """``opt_state`` must have the structure, shapes and dtypes that ``optimizer.init`` makes."""
-    expected = jax.eval_shape(lambda p: init_state(optimizer, p), params)
+    expected = state_shape(optimizer, params)
     exp_leaves, exp_def = jax.tree.flatten(expected)
     leaves, treedef = jax.tree.flatten(opt_state)
     name = "plain SGD (optimizer=None)" if optimizer is None else "the optimizer"
@@ -125,10 +137,15 @@ class Prepared(NamedTuple):
 
 
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
-             opt_state, shuffle, validation, tol, patience, min_delta, models=None):
+             opt_state, shuffle, validation, tol, patience, min_delta, models=None,
+             defer_init=False):
     """Checks every input before any work, and builds the loop's inputs.
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
+
+    ``defer_init`` (:func:`bpjax.fit`): ``opt_state`` stays ``None`` when it is not given, and
+    the optimizer's ``init`` runs inside the compiled start of the loop (no dispatch for each
+    of its arrays).
     """
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
@@ -190,9 +207,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         X_val, single_val = as_inputs(net, validation[0], "X_val")
         Y_val = as_targets(net, validation[1], X_val.shape[0], single_val, "Y_val", "X_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
-    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
-    for l, w in enumerate(params, start=1):
-        check_finite(**{f"params[{l - 1}] (layer {l})": w})
+    check_values(X, Y, X_val, Y_val, params)
 
     if shuffle is not None:
         shuffle = as_key(shuffle, "shuffle")
@@ -217,7 +232,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     if models is None:
         params = structural(net, params)
         if opt_state is None:
-            opt_state = init_state(optimizer, params)
+            opt_state = None if defer_init else init_state(optimizer, params)
         elif not is_traced(opt_state):
             opt_state = check_opt_state(optimizer, opt_state, params)
     else:
@@ -229,7 +244,9 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
                 if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
 
     steps = -(-N // B)
-    needs = extra_args(optimizer, params, opt_state, many=models is not None)
+    needs = extra_args(optimizer, params,
+                       state_shape(optimizer, params) if opt_state is None else opt_state,
+                       many=models is not None)
     if needs == "value_fn" and B != N:
         raise ValueError(
             f"this optimizer searches along a line (its update needs value_fn=, like "
@@ -246,6 +263,13 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         min_delta=_host(min_delta, dtype),
     )
     return Prepared(params, opt_state, epoch, data, hyper, config, optimizer), epochs
+
+
+def check_values(X, Y, X_val, Y_val, params) -> None:
+    """Raises ``ValueError`` naming the first of the data and weights with NaN or Inf."""
+    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
+    for l, w in enumerate(params, start=1):
+        check_finite(**{f"params[{l - 1}] (layer {l})": w})
 
 
 def check_models(net, params, models):

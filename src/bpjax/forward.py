@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from bpjax import activations
+from bpjax.compilation import batched_jit
 from bpjax.data import as_dtype, as_inputs, eager, float_dtype
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_params, structural
@@ -149,7 +150,7 @@ def prepare(net: Network, params, X):
     return tuple(as_dtype(w, dtype) for w in params), as_dtype(X, dtype), single
 
 
-@jax.jit(static_argnums=0)
+@batched_jit(static_argnums=0)
 def _trace_jit(net, params, X):
     params, X, single = prepare(net, params, X)  # checked when traced: see bpjax.data.eager
     tr = propagate(net, structural(net, params), X)
@@ -171,7 +172,7 @@ def forward_trace(net: Network, params: Params, X) -> Trace:
     return eager(_trace_jit, prepare, net, params, X)
 
 
-@jax.jit(static_argnums=0)
+@batched_jit(static_argnums=0)
 def _forward_jit(net, params, X):
     params, X, single = prepare(net, params, X)  # checked when traced: see bpjax.data.eager
     out = propagate(net, structural(net, params), X).phi[-1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from bpjax.compilation import batched_jit
 from bpjax.data import as_dtype, as_targets, as_weights, eager
 from bpjax.forward import prepare, propagate
 from bpjax.network import Network, check_network
@@ -66,7 +67,7 @@ def supervised(fn):
     def core(net, params, X, Y, weights):
         return fn(net, *prepare_supervised(net, params, X, Y, weights))
 
-    return jax.jit(core, static_argnums=0)
+    return batched_jit(core, static_argnums=0)
 
 
 def call_supervised(core, net: Network, params, X, Y, weights=None):

@@ -311,7 +311,12 @@ class Network:
 
     def is_dense(self, l: int) -> bool:
         """Whether layer ``l`` has no structural zeros (a bias and every connection)."""
-        return bool(self.structure(l).all())
+        self.layer(l)  # checks the index
+        return self._dense[l - 1]
+
+    @functools.cached_property
+    def _dense(self) -> tuple[bool, ...]:
+        return tuple(bool(m.all()) for m in self._structures)
 
     @functools.cached_property
     def num_params(self) -> int:

@@ -101,12 +101,13 @@ are, and no warning can be issued (read ``result.diverged``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bpjax import minibatch
 from bpjax.algorithm1 import SequentialJit, sequential
-from bpjax.arguments import is_traced, prepare
+from bpjax.arguments import init_state, is_traced, prepare
+from bpjax.compilation import batched_jit
 from bpjax.distributed import data_parallel, on_mesh
 from bpjax.loop import (
     CHUNK,
@@ -115,7 +116,6 @@ from bpjax.loop import (
     drive,
     host_result,
     initial_state,
-    initial_state_jit,
     result,
     warn_divergence,
 )
@@ -125,8 +125,19 @@ from bpjax.params import Params
 __all__ = ["FitResult", "fit"]
 
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
-_loop_jit = jax.jit(minibatch.run, **_LOOP_STATIC)
+_loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
 _loop_sequential_jit = SequentialJit(minibatch.run, **_LOOP_STATIC)
+
+
+def _start(net, optimizer, config, data, params, opt_state, epoch, chunk):
+    """The loop's state before the first epoch, with the optimizer's initial state if none is
+    given: one compiled call."""
+    if opt_state is None:
+        opt_state = init_state(optimizer, params)
+    return initial_state(net, config, data, params, opt_state, epoch, chunk)
+
+
+_start_jit = batched_jit(_start, static_argnames=("net", "optimizer", "config", "chunk"))
 
 
 def fit(
@@ -212,14 +223,16 @@ def fit(
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
-        validation=validation, tol=tol, patience=patience, min_delta=min_delta)
+        validation=validation, tol=tol, patience=patience, min_delta=min_delta, defer_init=True)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
     config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
 
     if is_traced(prep.params, data, hyper, prep.opt_state):
         # Under jax.jit / jax.vmap: one traced loop over all the epochs, NaN-padded histories.
-        loop = initial_state(net, config, data, prep.params, prep.opt_state, prep.epoch,
+        opt_state = init_state(optimizer, prep.params) if prep.opt_state is None else \
+            prep.opt_state
+        loop = initial_state(net, config, data, prep.params, opt_state, prep.epoch,
                              chunk=epochs)
         loop = minibatch.run(net, optimizer, config, loop, data, hyper, epochs)
         return result(config, loop, loop.losses, loop.val_losses)
@@ -227,10 +240,10 @@ def fit(
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
     def run(loop, n):
-        return loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
+        return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
 
-    loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
-                             chunk=CHUNK)
+    loop = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state, prep.epoch,
+                      chunk=CHUNK)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
