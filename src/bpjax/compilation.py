@@ -9,8 +9,9 @@ kinds of computation in bpjax are not large, and compile better with a few XLA:C
   :data:`BATCHED_CPU`.
 
 The options are XLA's, not part of JAX's API: :func:`cpu_options` keeps those the installed
-jaxlib accepts (probed once), and :class:`CpuJit` compiles with them, on a CPU only. They only
-schedule the work: the results are the same, bit for bit.
+jaxlib accepts (probed once), and :class:`CpuJit` compiles with them, on a CPU only. They
+choose the kernels, not the maths: the results are the same up to rounding (a sum may be
+added in another order).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ bar, and :func:`result` turns the final state into a :class:`FitResult`.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from functools import partial
@@ -214,31 +215,54 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     return jax.lax.while_loop(cond, body, loop)
 
 
-def initial_state(net, config, data, params, opt_state, epoch, chunk):
-    """The loop state before the first epoch of a fit call."""
+@functools.lru_cache(maxsize=32)
+def _constants(dtype, chunk: int, epoch: int) -> dict:
+    """The constant fields of a fresh loop state as device arrays, made once and shared (the
+    loop that takes them does not donate them)."""
+    return jax.device_put(dict(inf=np.asarray(np.inf, dtype), zero=np.int32(0),
+                               epoch=np.int32(epoch), nan=np.full(chunk, np.nan, dtype),
+                               false=np.False_))
+
+
+def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=False):
+    """The loop state before the first epoch of a fit call.
+
+    ``cached`` builds it without a device call, for a loop that does not donate its state: the
+    weights and optimizer state as given (not copied), the other fields from
+    :func:`_constants`. Not with ``config.restore_best``, whose first candidate's loss needs
+    the device.
+    """
     dtype = params[0].dtype
-    best_loss = jnp.asarray(jnp.inf, dtype)
+    if cached:
+        c = _constants(np.dtype(dtype), chunk, int(epoch))
+        inf, zero, epoch, nan, false = c["inf"], c["zero"], c["epoch"], c["nan"], c["false"]
+        copy = lambda tree: tree
+    else:
+        inf, zero = jnp.asarray(jnp.inf, dtype), jnp.asarray(0, jnp.int32)
+        epoch, nan, false = jnp.asarray(epoch, jnp.int32), jnp.full(chunk, jnp.nan, dtype), \
+            jnp.asarray(False)
+        copy = partial(jax.tree.map, jnp.copy)
+    best_loss = inf
     if config.restore_best:  # the initial weights are candidates too
         X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
         best_loss = loss_of_params(net, params, X, Y)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
-    copy = partial(jax.tree.map, jnp.copy)
     return LoopState(
         params=copy(params),
         opt_state=copy(opt_state),
         best_params=copy(params) if config.restore_best else None,
         best_opt_state=copy(opt_state) if config.restore_best else None,
         best_loss=best_loss,
-        best_epoch=jnp.asarray(0, jnp.int32),
-        since_best=jnp.asarray(0, jnp.int32),
-        epoch=jnp.asarray(epoch, jnp.int32),
-        done=jnp.asarray(0, jnp.int32),
-        count=jnp.asarray(0, jnp.int32),
-        losses=jnp.full(chunk, jnp.nan, dtype),
-        val_losses=jnp.full(chunk, jnp.nan, dtype),
-        converged=jnp.asarray(False),
-        stopped_early=jnp.asarray(False),
-        diverged=jnp.asarray(False),
+        best_epoch=zero,
+        since_best=zero,
+        epoch=epoch,
+        done=zero,
+        count=zero,
+        losses=nan,
+        val_losses=nan,
+        converged=false,
+        stopped_early=false,
+        diverged=false,
     )
 
 

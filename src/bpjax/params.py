@@ -176,8 +176,8 @@ def _draw(net: Network, key, dtype, sigma: list) -> Params:
     for l, (shape, z_l, sigma_l) in enumerate(zip(net.shapes, z, sigma), start=1):
         live = net.structure(l).copy()
         live[0] = False  # the biases start at 0
-        w = z_l[:shape[0] * shape[1]].reshape(shape) * sigma_l.astype(z_l.dtype)
-        params.append(jnp.asarray(xp.where(live, w, 0)))
+        w = xp.where(live, z_l[:shape[0] * shape[1]].reshape(shape) * sigma_l.astype(z_l.dtype), 0)
+        params.append(w if traced else jax.device_put(w))  # (jnp.asarray compiles per shape)
     return tuple(params)
 
 

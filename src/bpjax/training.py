@@ -124,7 +124,9 @@ from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
 
-_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
+# The loop does not donate its state: the first call starts from the weights as given (a
+# copy to donate would cost as much as the buffers donation saves), built without a device call.
+_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"))
 _loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
 _loop_sequential_jit = SequentialJit(minibatch.run, **_LOOP_STATIC)
 
@@ -242,8 +244,14 @@ def fit(
     def run(loop, n):
         return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
 
-    loop = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state, prep.epoch,
-                      chunk=CHUNK)
+    if config.restore_best or prep.opt_state is None and optimizer is not None or \
+            mesh is not None:
+        loop = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state, prep.epoch,
+                          chunk=CHUNK)
+    else:  # nothing to compute: the weights as given and cached constants
+        opt_state = init_state(None, ()) if prep.opt_state is None else prep.opt_state
+        loop = initial_state(net, config, data, prep.params, opt_state, prep.epoch, CHUNK,
+                             cached=True)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
