@@ -267,9 +267,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
 
 def check_values(X, Y, X_val, Y_val, params) -> None:
     """Raises ``ValueError`` naming the first of the data and weights with NaN or Inf."""
-    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
-    for l, w in enumerate(params, start=1):
-        check_finite(**{f"params[{l - 1}] (layer {l})": w})
+    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val,
+                 **{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, start=1)})
 
 
 def check_models(net, params, models):
