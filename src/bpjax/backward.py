@@ -38,8 +38,7 @@ from bpjax.loss import call_supervised, dloss_dphi, squared_loss, supervised
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
-__all__ = ["backprop", "deltas", "per_example_backprop", "split_weight_gradients",
-           "value_and_backprop"]
+__all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
 def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
@@ -107,33 +106,19 @@ def weight_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     grads = []
     for l, layer in enumerate(net.layers, start=1):
         d = delta[l]
+        x = layer_inputs(net, tr.phi, l)
         if homogeneous(layer, d.shape[0]):
-            x = homogenised(layer_inputs(net, tr.phi, l), layer.bias)
-            grad = outer_sum(x, d)  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p, φ_0 = 1
-            if layer.adjacency is not None:
-                grad = jnp.where(net.structure(l), grad, jnp.zeros((), grad.dtype))
+            grad = outer_sum(homogenised(x, layer.bias), d)  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p, φ_0 = 1
         else:
-            gb, gw = _split_gradient(net, tr, d, l)
-            grad = jnp.concatenate([gb[None], gw], axis=0)
+            gw = outer_sum(x, d)  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p
+            gb = d.sum(axis=0, keepdims=True)  # ∂a^l_r/∂w^l_0r = φ^{l-1}_0 = 1
+            if not layer.bias:
+                gb = jnp.zeros_like(gb)
+            grad = jnp.concatenate([gb, gw], axis=0)
+        if layer.adjacency is not None:
+            grad = jnp.where(net.structure(l), grad, jnp.zeros((), grad.dtype))
         grads.append(grad)
     return tuple(grads)
-
-
-def _split_gradient(net: Network, tr: Trace, d: jax.Array, l: int) -> tuple:
-    """Layer ``l``'s ``(∂/∂w^l_0·, ∂/∂w^l_{j≥1}·)`` for a batch, structural zeros 0."""
-    layer = net.layer(l)
-    gb = d.sum(axis=0) if layer.bias else jnp.zeros(d.shape[-1], d.dtype)  # φ^{l-1}_0 = 1
-    gw = outer_sum(layer_inputs(net, tr.phi, l), d)  # ∂a^l_r/∂w^l_pr = φ^{l-1}_p
-    if layer.adjacency is not None:
-        gw = jnp.where(net.structure(l)[1:], gw, jnp.zeros((), gw.dtype))
-    return gb, gw
-
-
-def split_weight_gradients(net: Network, tr: Trace, delta: tuple) -> tuple[tuple, tuple]:
-    """A batch's ``(∂/∂w0, ∂/∂W)``: ``Σ_i δ^l_i`` and ``Σ_i φ_in,i ⊗ δ^l_i``, split like
-    :func:`bpjax.forward.split` (the rows of :func:`weight_gradients`, never joined)."""
-    g0, gW = zip(*(_split_gradient(net, tr, delta[l], l) for l in range(1, net.depth + 1)))
-    return tuple(g0), tuple(gW)
 
 
 def sample_weight_gradients(net: Network, tr: Trace, delta: tuple) -> tuple[tuple, tuple]:

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import optax
 
 from bpjax.algorithm1 import TINY, algorithm1_epoch, sample_gradient
-from bpjax.backward import delta_rule, loss_by_hand, split_weight_gradients, weight_gradients
+from bpjax.backward import delta_rule, loss_by_hand, weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.distributed import shard_batches
-from bpjax.forward import join, propagate, propagate_split, split
+from bpjax.forward import propagate
 from bpjax.loop import run_epochs
 
 __all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run", "shapes_of",
@@ -117,35 +117,9 @@ def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
 def _batch_gradient(net, params, X_B, Y_B, m_B, N):
     """``G_B = ∂L_B/∂w = (1/N) Σ_{i∈B} ∂L/∂w(x_i)`` for a batch (``m_B`` masks padding)."""
     tr = propagate(net, params, X_B)
-    g = _batch_share(tr.phi[-1] - Y_B, m_B, N)  # ∂L_B/∂φ^L
+    r = tr.phi[-1] - Y_B
+    g = r / N if m_B is None else r * (m_B[:, None] / N)  # ∂L_B/∂φ^L
     return weight_gradients(net, tr, delta_rule(net, params, tr, g, bias_row=True))
-
-
-def _batch_share(r, m_B, N):
-    """``∂L_B/∂φ^L`` from the residuals ``r = φ^L − Y_B``: ``r / N``, padding (``m_B``) 0."""
-    return r / N if m_B is None else r * (m_B[:, None] / N)
-
-
-def _sgd_epoch(net, eta, masks, params, X, Y, m, N):
-    """Plain SGD over an epoch's batches with the weights split (:func:`bpjax.forward.split`)
-    for the whole epoch: every step works on ``w0`` and ``W`` apart, where the joined
-    ``w^l`` would be cut into its bias row and the rest (a copy) at every step."""
-    masks = masks if masks is not None else (None,) * net.depth
-    m0 = tuple(None if k is None else k[0] for k in masks)
-    mW = tuple(None if k is None else k[1:] for k in masks)
-
-    def step(theta, batch):
-        w0, W = theta
-        X_B, Y_B, m_B = batch
-        tr = propagate_split(net, w0, W, X_B)
-        g = _batch_share(tr.phi[-1] - Y_B, m_B, N)
-        g0, gW = split_weight_gradients(net, tr, delta_rule(net, W, tr, g))
-        w0 = tuple(apply_update(w, -eta * gi, k) for w, gi, k in zip(w0, g0, m0))
-        W = tuple(apply_update(w, -eta * gi, k) for w, gi, k in zip(W, gW, mW))
-        return (w0, W), None
-
-    (w0, W), _ = jax.lax.scan(step, split(params), (X, Y, m))
-    return join(w0, W)
 
 
 def _descend(optimizer, eta, masks, params, opt_state, G):
@@ -209,8 +183,6 @@ def one_epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
     masks = data.trainable if config.masked else None
     if config.batch == 1 and optimizer is None:  # Algorithm 1: the fused per-sample step
         return algorithm1_epoch(net, hyper.eta / N, masks, params, X, Y), opt_state
-    if optimizer is None and config.batch_sharding is None:  # plain SGD on minibatches
-        return _sgd_epoch(net, hyper.eta, masks, params, X, Y, m, N), opt_state
 
     def step(carry, batch):
         params, opt_state = carry
