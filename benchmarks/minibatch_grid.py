@@ -51,12 +51,12 @@ SHAPES = [
     ("2-2-1 logistic", 2, [(2, "logistic"), (1, "identity")], "float32"),
     ("10-1 linear", 10, [(1, "identity")], "float32"),
     ("3-512-1 tanh", 3, [(512, "tanh"), (1, "identity")], "float32"),
-    ("16-64×4-3 tanh|relu mix", 16, [(64, ("tanh", "relu") * 32)] * 4 + [(3, "identity")],
+    ("16-64×4-3 tanh/relu mix", 16, [(64, ("tanh", "relu") * 32)] * 4 + [(3, "identity")],
      "float32"),
     ("5-16-16-2 softplus f64", 5, [(16, "softplus"), (16, "softplus"), (2, "identity")],
      "float64"),
     ("100-200-10 logistic f64", 100, [(200, "logistic"), (10, "identity")], "float64"),
-    ("48-96-96-6 relu|logistic f64", 48,
+    ("48-96-96-6 relu/logistic f64", 48,
      [(96, "relu"), (96, ("logistic",) * 48 + ("relu",) * 48), (6, "identity")], "float64"),
 ]
 # issue 14's cells: (shape index, B) trained with Adam, besides the grid of B
