@@ -42,3 +42,18 @@ def test_cpu_jit_passes_attributes_and_calls_through():
     assert "mul" in f.lower(jnp.float32(3)).as_text()
     with pytest.raises(AttributeError):
         f.__no_such_dunder__  # noqa: B018
+
+
+def test_inside_another_functions_trace_it_is_compiled_without_options():
+    # JAX refuses compiler options on a nested jax.jit: an eager function called while a
+    # user's function is traced must still work, with the outer function's options.
+    net = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, "identity")])
+    params = random_params(net, 0)
+    X, Y = random_data(net, 5, 0)
+    want = bp.backprop(net, params, X, Y)
+    for got in (jax.jit(lambda p: bp.backprop(net, p, X, Y))(params),  # params traced
+                jax.jit(lambda: bp.backprop(net, params, X, Y))(),  # all constants
+                jax.grad(lambda p: jnp.sum(bp.forward(net, p, X) ** 2))(params)):
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.jit(lambda p: bp.backprop(net, p, X, Y))(params), want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -73,7 +73,9 @@ class CpuJit:
     JAX's default backend is a CPU, and without them elsewhere.
 
     The ``jax.jit`` object is made on first use, so importing bpjax probes nothing and starts
-    no backend. Calls and attributes (``lower``, ``trace``, ...) go to it.
+    no backend. Calls and attributes (``lower``, ``trace``, ...) go to it. Called inside the
+    trace of another function (``jax.jit(lambda p: bp.backprop(net, p, X, Y))``), where JAX
+    takes no compiler options, it is compiled as part of that function, without them.
     """
 
     def __init__(self, fun, options: dict, **jit_kwargs):
@@ -85,14 +87,26 @@ class CpuJit:
         """The ``jax.jit`` object, made with the accepted options on first use."""
         options = cpu_options(self.options) if jax.default_backend() == "cpu" else {}
         if not options:
-            return jax.jit(self.fun, **self.jit_kwargs)
+            return self.plain
         return jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
 
+    @functools.cached_property
+    def plain(self):
+        """The ``jax.jit`` object without options, for calls inside another function's trace."""
+        return jax.jit(self.fun, **self.jit_kwargs)
+
     def __call__(self, *args, **kwargs):
-        return self.jitted(*args, **kwargs)
+        try:
+            return self.jitted(*args, **kwargs)
+        except ValueError as e:  # JAX takes compiler options on top-level functions only
+            if "compiler_options" not in str(e) or self.jitted is self.plain:
+                raise
+        # called while another function is traced (jax.jit, jax.grad, ...): compiled as part
+        # of it, with its options
+        return self.plain(*args, **kwargs)
 
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("fun", "options", "jit_kwargs"):
+        if name.startswith("__") or name in ("fun", "options", "jit_kwargs", "plain"):
             raise AttributeError(name)
         return getattr(self.jitted, name)
 

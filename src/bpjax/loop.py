@@ -247,22 +247,14 @@ def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=Fal
         X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
         best_loss = loss_of_params(net, params, X, Y)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
+    best = config.restore_best  # the initial weights are the first candidate
     return LoopState(
-        params=copy(params),
-        opt_state=copy(opt_state),
-        best_params=copy(params) if config.restore_best else None,
-        best_opt_state=copy(opt_state) if config.restore_best else None,
-        best_loss=best_loss,
-        best_epoch=zero,
-        since_best=zero,
-        epoch=epoch,
-        done=zero,
-        count=zero,
-        losses=nan,
-        val_losses=nan,
-        converged=false,
-        stopped_early=false,
-        diverged=false,
+        params=copy(params), opt_state=copy(opt_state), best_loss=best_loss, epoch=epoch,
+        best_params=copy(params) if best else None,
+        best_opt_state=copy(opt_state) if best else None,
+        losses=nan, val_losses=nan,
+        **dict.fromkeys(("best_epoch", "since_best", "done", "count"), zero),
+        **dict.fromkeys(("converged", "stopped_early", "diverged"), false),
     )
 
 
