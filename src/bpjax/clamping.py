@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network, check_network
+from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params
 
 __all__ = ["clamp", "frozen_mask"]
@@ -34,7 +34,7 @@ __all__ = ["clamp", "frozen_mask"]
 def _index(net: Network, triple) -> tuple[int, int, int]:
     """``(l, j, k)`` in paper numbering → ``(l, j, k - 1)``, checked; names the weight."""
     if not (isinstance(triple, (tuple, list)) and len(triple) == 3 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in triple)):
+            is_int(v) for v in triple)):
         raise TypeError(f"a weight is named by a triple of ints (l, j, k), got {triple!r}")
     l, j, k = (int(v) for v in triple)
     name = f"w^{l}_({j},{k})"
