@@ -129,9 +129,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     """Checks every input before any work, and builds the loop's inputs.
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
+    ``net`` is checked by the caller first (:func:`bpjax.network.check_network`, which names it).
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
     epoch = 0
     if isinstance(params, (FitResult, Checkpoint)):
         if opt_state is not None:

@@ -39,7 +39,7 @@ from bpjax.arguments import number
 from bpjax.backward import delta_rule, weight_gradients
 from bpjax.forward import Trace, homogenised, layer_inputs, propagate
 from bpjax.loss import prepare_supervised
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["ClippedGradSum", "GhostNorms", "clipped_grad_sum", "ghost_norms"]
@@ -128,6 +128,7 @@ def ghost_norms(net: Network, params: Params, X, Y) -> GhostNorms:
     Returns:
       :class:`GhostNorms`: ``layers (N, L)`` and ``total (N,)``, squared norms.
     """
+    check_network(net, "ghost_norms")
     params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
     return _ghost_norms_jit(net, params, X2, Y2)
 
@@ -150,6 +151,7 @@ def clipped_grad_sum(net: Network, params: Params, X, Y, *, clip) -> ClippedGrad
     Returns:
       :class:`ClippedGradSum` ``(grads, norms, scale)``.
     """
+    check_network(net, "clipped_grad_sum")
     number(clip, "clip", minimum=0, strict=True)
     params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
     return _clipped_jit(net, params, X2, Y2, jnp.asarray(clip, X2.dtype))

@@ -119,7 +119,7 @@ from bpjax.loop import (
     result,
     warn_divergence,
 )
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
@@ -208,6 +208,7 @@ def fit(
         an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
         ``data_axis`` or a batch size that does not split evenly over it.
     """
+    check_network(net, "fit")
     check_on_divergence(on_divergence)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
