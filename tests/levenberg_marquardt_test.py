@@ -213,6 +213,7 @@ NET_Y = np.zeros((4, 1))
     (dict(jacobian_mode="sideways"), ValueError, r"jacobian_mode must be one of"),
     (dict(tol=-1.0), ValueError, r"tol must be >= 0"),
     (dict(patience=0), ValueError, r"patience must be >= 1"),
+    (dict(progress="yes"), TypeError, r"progress must be True, False or a dict"),
 ])
 def test_bad_hyper_parameters_are_refused(kwargs, error, match):
     p0 = bp.init(PAPER, jax.random.key(0))

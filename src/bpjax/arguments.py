@@ -65,7 +65,11 @@ def _check_learning_rate(eta, models=None):
     """η > 0 and finite: a number, or for a sweep an array of shape ``(M,)``."""
     if isinstance(eta, jax.core.Tracer):
         return eta
-    if models is not None and np.ndim(eta) == 1:
+    if models is None and isinstance(eta, (jax.Array, np.ndarray, list, tuple)) and \
+            np.ndim(eta) > 0:
+        raise TypeError(f"learning_rate must be a number, got an array of shape "
+                        f"{np.shape(eta)}: one rate per model is for bp.sweep")
+    if models is not None and np.ndim(eta) > 0:
         v = np.asarray(eta)
         if v.shape != (models,):
             raise ValueError(

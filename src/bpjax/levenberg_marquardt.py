@@ -50,7 +50,16 @@ from bpjax.checkpoint import Checkpoint
 from bpjax.clamping import apply_update
 from bpjax.forward import propagate
 from bpjax.jacobian import MODES, jacobian_of_params, resolve_mode
-from bpjax.loop import CHUNK, FitResult, drive, host_result, initial_state, result, run_epochs
+from bpjax.loop import (
+    CHUNK,
+    FitResult,
+    check_progress,
+    drive,
+    host_result,
+    initial_state,
+    result,
+    run_epochs,
+)
 from bpjax.loss import loss_of_params, squared_loss
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
@@ -270,6 +279,7 @@ def levenberg_marquardt(
       True
     """
     check_network(net, "levenberg_marquardt")
+    check_progress(progress)
     _check_arguments(iterations, mu, mu_dec, mu_inc, mu_max, min_grad, loss, jacobian_mode)
     epoch = 0
     if isinstance(params, (FitResult, Checkpoint)):

@@ -112,6 +112,7 @@ from bpjax.loop import (
     CHUNK,
     FitResult,
     check_on_divergence,
+    check_progress,
     drive,
     host_result,
     initial_state,
@@ -210,6 +211,7 @@ def fit(
     """
     check_network(net, "fit")
     check_on_divergence(on_divergence)
+    check_progress(progress)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
