@@ -79,8 +79,11 @@ def frozen_mask(net: Network, weights: Iterable = ()) -> Params:
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Iterable):
         raise TypeError(f"weights must be a list of triples (l, j, k), got "
                         f"{type(weights).__name__}")
+    if isinstance(weights, Mapping):  # its values would be dropped: {w: False} would clamp w
+        raise TypeError("weights must be a list of triples (l, j, k), got a mapping: to set "
+                        "values and clamp, use bp.clamp(net, params, {(l, j, k): value})")
     if isinstance(weights, tuple) and len(weights) == 3 and all(
-            isinstance(v, (int, np.integer)) for v in weights):
+            is_int(v) for v in weights):
         raise TypeError(f"weights must be a list of triples, e.g. [{weights!r}], got one triple")
     masks = [np.zeros(shape, dtype=bool) for shape in net.shapes]
     for triple in weights:
