@@ -201,9 +201,9 @@ UNSAVEABLE = [
     ({"m": object()}, TypeError, r"opt_state\['m'\] .* is a object, not an array"),
     ({"m": np.zeros(2, dtype=[("a", "f4")])}, TypeError, r"opt_state\['m'\] .* has dtype"),
     ({"m": np.datetime64("2024-01-01")}, TypeError, r"opt_state\['m'\] .* has dtype datetime64"),
-    ({(1, 2): jnp.zeros(2)}, TypeError, r"opt_state has a dict key \(1, 2\) \(tuple\)"),
-    ({"a": {1.5: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has a dict key 1.5 \(float\)"),
-    ({"a": {True: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has a dict key True \(bool\)"),
+    ({(1, 2): jnp.zeros(2)}, TypeError, r"opt_state has the key \(1, 2\) \(tuple\)"),
+    ({"a": {1.5: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has the key 1.5 \(float\)"),
+    ({"a": {True: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has the key True \(bool\)"),
     ({1: jnp.zeros(2), "a": jnp.zeros(2)}, TypeError, r"opt_state is not a pytree that jax.tree"),
 ]
 
@@ -320,6 +320,35 @@ def test_write_errors_name_the_users_path(tmp_path):
         with pytest.raises(TypeError, match=r"path must be a str or a path, got"):
             bp.save(path, NET, PARAMS)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("corrupt", ["a weight", "the metadata", "an entry dropped"])
+def test_a_file_that_does_not_read_back_as_written_never_replaces_the_old_one(
+        tmp_path, monkeypatch, corrupt):
+    """save reads the new file back before it takes the name: a write that went wrong (here
+    np.savez made to write something else) leaves the old checkpoint as it was."""
+    path = tmp_path / "m.npz"
+    bp.save(path, NET, PARAMS, epoch=3)
+    before = path.read_bytes()
+    savez = np.savez
+
+    def wrong_savez(f, **arrays):
+        if corrupt == "a weight":
+            arrays["params/0"] = arrays["params/0"] + 1
+        elif corrupt == "the metadata":
+            meta = json.loads(arrays["bpjax.json"].tobytes())
+            meta["epoch"] = 4
+            arrays["bpjax.json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        else:
+            del arrays["params/1"]
+        savez(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", wrong_savez)
+    with pytest.raises(OSError, match=r"does not read back as written; .*m.npz is left as it "
+                                      r"was"):
+        bp.save(path, NET, PARAMS, epoch=5)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    assert bp.load(path).epoch == 3
 
 
 def test_results_of_fit_under_jit_save_and_load(tmp_path):

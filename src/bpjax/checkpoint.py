@@ -293,18 +293,19 @@ def _skeleton(tree):
     raise _Invalid(f"the optimizer state's 'tree' is not a tree description: {tree!r:.120}")
 
 
-def _check_keys(tree, what):
-    """Dict keys that ``_describe`` can write: str or int (bool excluded), at any depth."""
+def _check_keys(tree, what, json_only=False):
+    """Dict keys, at any depth, that the file gives back as they were: str or int (bool
+    excluded) in what ``_describe`` writes, str only in JSON metadata (``json_only``)."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            if type(k) not in (str, int):
-                raise TypeError(
-                    f"{what} has a dict key {k!r} ({type(k).__name__}): a checkpoint stores "
-                    f"dict keys that are str or int only")
-            _check_keys(v, f"{what}[{k!r}]")
+            if not (isinstance(k, str) if json_only else type(k) in (str, int)):
+                why = (f"JSON keys are str (it would come back as {str(k)!r})" if json_only
+                       else "a checkpoint stores dict keys that are str or int only")
+                raise TypeError(f"{what} has the key {k!r} ({type(k).__name__}): {why}")
+            _check_keys(v, f"{what}[{k!r}]", json_only)
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
-            _check_keys(v, f"{what}[{i}]")
+            _check_keys(v, f"{what}[{i}]", json_only)
 
 
 # --- save ---------------------------------------------------------------------------------------
@@ -327,19 +328,7 @@ def _check_metadata(metadata):
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-
-    def keys(v, where):
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                if not isinstance(k, str):
-                    raise TypeError(f"metadata{where} has the key {k!r} ({type(k).__name__}): "
-                                    f"JSON keys are str (it would come back as {str(k)!r})")
-                keys(sub, f"{where}[{k!r}]")
-        elif isinstance(v, (list, tuple)):
-            for i, sub in enumerate(v):
-                keys(sub, f"{where}[{i}]")
-
-    keys(metadata, "")
+    _check_keys(metadata, "metadata", json_only=True)
     return metadata
 
 
