@@ -269,6 +269,19 @@ def test_states_of_plain_containers_load_back_without_an_optimizer(tmp_path, nam
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_levenberg_marquardt_result_saves_loads_and_resumes(tmp_path):
+    """Its state is bpjax's own NamedTuple (LMState): written by name, rebuilt by load without
+    an optimizer (before, save wrote a file that load refused)."""
+    r = bp.levenberg_marquardt(NET, PARAMS, X, Y, iterations=2)
+    bp.save(tmp_path / "lm.npz", NET, r)
+    ckpt = bp.load(tmp_path / "lm.npz")
+    assert type(ckpt.opt_state) is bp.LMState and ckpt.epoch == 2
+    chex.assert_trees_all_equal(ckpt.opt_state, r.opt_state)
+    chex.assert_trees_all_equal(ckpt.params, r.params)
+    more = bp.levenberg_marquardt(NET, ckpt, X, Y, iterations=1)
+    assert more.epoch == 3
+
+
 def test_an_optimizer_state_with_a_prng_key_resumes(tmp_path):
     noisy = optax.noisy_sgd(1.0, key=jax.random.key(0))
     kw = dict(learning_rate=0.01, optimizer=noisy, batch_size=None)
@@ -448,6 +461,10 @@ HAND_EDITS = {
              r"the optimizer state's 'tree' is not a tree description"),
     "tree leaves": (lambda m, a: m["arrays"]["opt_state"].update(tree={"tuple": ["*"] * 5}),
                     r"the optimizer state's tree has 5 leaves, the file 1"),
+    "tree class": (lambda m, a: m["arrays"]["opt_state"].update(tree={"bpjax": ["save", ["*"]]}),
+                   r"the optimizer state's 'tree' is not a tree description"),
+    "tree fields": (lambda m, a: m["arrays"]["opt_state"].update(
+        tree={"bpjax": ["LMState", ["*"]]}), r"the optimizer state's 'tree' is not a tree"),
     "key impl": (lambda m, a: m["arrays"]["opt_state"]["leaves"][0].update(impl="nope",
                                                                             dtype="key<x>"),
                  r"opt_state leaf 0 holds float64\[3\], not the key data"),

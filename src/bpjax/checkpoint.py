@@ -21,7 +21,9 @@ file it wrote back, as :func:`load` would, before the file takes the target's na
 
 **The optimizer state's structure.** A state made of plain containers (``dict`` with ``str``
 or ``int`` keys, ``list``, ``tuple``) is described in the file and loads without an
-optimizer. Optax's states are NamedTuples, which a file without pickle cannot rebuild:
+optimizer, and so do bpjax's own states (:class:`bpjax.LMState`, the state of a
+:func:`bpjax.levenberg_marquardt` result), written by their name in ``bpjax``. Optax's states
+are NamedTuples of other packages, which a file without pickle cannot rebuild:
 ``load(path, optimizer=...)`` rebuilds them from ``optimizer.init``, checking that the file's
 structure, shapes and dtypes are what it makes (plain SGD, ``optax.EmptyState()``, needs no
 optimizer).
@@ -256,10 +258,23 @@ def _to_jax(v):
 # --- the optimizer state's structure ------------------------------------------------------------
 
 
+def _own_state(name):
+    """The NamedTuple class ``bpjax.<name>`` (a state bpjax defines, e.g. ``LMState``), or None."""
+    import bpjax  # at call time: bpjax imports this module
+
+    cls = getattr(bpjax, name, None) if name in bpjax.__all__ else None
+    return cls if isinstance(cls, type) and issubclass(cls, tuple) and \
+        hasattr(cls, "_fields") else None
+
+
 def _describe(x):
     """The container structure of ``x`` as JSON, or ``None`` if it has other nodes
-    (NamedTuples and other registered pytrees, which need the optimizer to be rebuilt)."""
+    (NamedTuples of other packages and other registered pytrees, which need the optimizer
+    to be rebuilt). bpjax's own NamedTuples are written by name: ``{"bpjax": [name, subs]}``."""
     t = type(x)
+    if _own_state(t.__name__) is t:
+        subs = [_describe(v) for v in x]
+        return None if any(s is None for s in subs) else {"bpjax": [t.__name__, subs]}
     if t is dict:
         items = []
         for k in x:
@@ -290,6 +305,11 @@ def _skeleton(tree):
         if kind in ("list", "tuple") and isinstance(items, list):
             subs = [_skeleton(v) for v in items]
             return subs if kind == "list" else tuple(subs)
+        if kind == "bpjax" and isinstance(items, list) and len(items) == 2 and \
+                isinstance(items[0], str) and isinstance(items[1], list):
+            cls = _own_state(items[0])
+            if cls is not None and len(cls._fields) == len(items[1]):
+                return cls(*(_skeleton(v) for v in items[1]))
     raise _Invalid(f"the optimizer state's 'tree' is not a tree description: {tree!r:.120}")
 
 
