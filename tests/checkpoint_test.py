@@ -3,6 +3,7 @@
 import json
 import os
 import zipfile
+from typing import NamedTuple
 
 import chex
 import jax
@@ -282,8 +283,34 @@ def test_a_levenberg_marquardt_result_saves_loads_and_resumes(tmp_path):
     assert more.epoch == 3
 
 
-def test_an_optimizer_state_with_a_prng_key_resumes(tmp_path):
-    noisy = optax.noisy_sgd(1.0, key=jax.random.key(0))
+class _NoisyState(NamedTuple):
+    key: jax.Array
+    count: jax.Array
+
+
+def _noisy_sgd(count_becomes_int32=False):
+    """SGD plus Gaussian noise, its state a typed PRNG key (as ``optax.noisy_sgd(key=...)``'s in
+    recent optax; optax 0.2.4 has no ``key=``) and a count, a weakly typed int64 from ``init``
+    under x64. ``count_becomes_int32``: the update returns it as int32, as optax 0.2.4's lbfgs
+    does with a count of its line search (``jax.lax.scan`` lets a weak type change so)."""
+    def init(params):
+        return _NoisyState(jax.random.key(0), jnp.asarray(0))
+
+    def update(g, state, params=None):
+        key, sub = jax.random.split(state.key)
+        leaves, treedef = jax.tree.flatten(g)
+        u = [-x + 0.01 * jax.random.normal(jax.random.fold_in(sub, i), x.shape, x.dtype)
+             for i, x in enumerate(leaves)]
+        count = state.count + 1
+        count = count.astype(jnp.int32) if count_becomes_int32 else count
+        return jax.tree.unflatten(treedef, u), _NoisyState(key, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+@pytest.mark.parametrize("count_becomes_int32", [False, True])
+def test_an_optimizer_state_with_a_prng_key_resumes(tmp_path, count_becomes_int32):
+    noisy = _noisy_sgd(count_becomes_int32)
     kw = dict(learning_rate=0.01, optimizer=noisy, batch_size=None)
     first = bp.fit(NET, PARAMS, X, Y, epochs=2, **kw)
     bp.save(tmp_path / "m.npz", NET, first)

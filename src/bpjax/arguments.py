@@ -19,7 +19,7 @@ import optax
 from bpjax.checkpoint import Checkpoint
 from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
-from bpjax.minibatch import as_transformation, extra_args
+from bpjax.minibatch import as_transformation, extra_args, state_leaf
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
@@ -109,7 +109,7 @@ def check_opt_state(optimizer, opt_state, params):
         if np.shape(v) != e.shape:
             raise ValueError(
                 f"opt_state leaf {i} has shape {np.shape(v)}, expected {e.shape} from {name}")
-    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+    return jax.tree.map(state_leaf, opt_state, expected)
 
 
 def _host(v, dtype):
@@ -261,6 +261,6 @@ def _check_opt_state_many(optimizer, opt_state, params):
     first = jax.tree.map(lambda v: v[0], opt_state)
     check_opt_state(optimizer, first, jax.tree.map(lambda v: v[0], params))
     expected = jax.eval_shape(jax.vmap(partial(init_state, optimizer)), params)
-    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+    return jax.tree.map(state_leaf, opt_state, expected)
 
 

@@ -65,7 +65,7 @@ import numpy as np
 import optax
 
 from bpjax import activations as _activations
-from bpjax.minibatch import as_transformation
+from bpjax.minibatch import as_transformation, state_dtype
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_layers, check_params
 
@@ -714,7 +714,7 @@ def _rebuild_state(path, state_info, leaves, optimizer, params, models):
     out = []
     for n, (v, t) in enumerate(zip(leaves, leaves_t)):
         v = _to_jax(v)
-        if v.shape != t.shape or v.dtype != t.dtype:
+        if v.shape != t.shape or v.dtype != state_dtype(v.dtype, t.dtype):
             raise ValueError(
                 f"{path}: opt_state leaf {n} is {v.dtype}{list(v.shape)}, but the optimizer "
                 f"given makes {t.dtype}{list(t.shape)}")
