@@ -114,10 +114,9 @@ def state_dtype(given, expected):
 
 
 def state_leaf(v, expected) -> jax.Array:
-    """``v`` as the loop carries it, for the leaf ``expected`` (or its ``jax.eval_shape``)."""
-    v = jnp.asarray(v)
-    dtype = state_dtype(v.dtype, expected.dtype)
-    return v if v.dtype == dtype else v.astype(dtype)
+    """``v`` as the loop carries it, for the leaf ``expected`` (or its ``jax.eval_shape``):
+    strongly typed, so that the compiled loop sees the same types from call to call."""
+    return jnp.asarray(v, state_dtype(jnp.result_type(v), expected.dtype))
 
 
 def _batch_gradient(net, params, X_B, Y_B, m_B, N):
