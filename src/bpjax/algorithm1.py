@@ -4,9 +4,12 @@
 | ----------------------------------------- | --------------------------------------------- |
 | line 4: ``for i ∈ [N]``, in dataset order | :func:`algorithm1_epoch`: a ``lax.scan``      |
 | line 6: ``w ← w − (η/N) ∂L/∂w(x_i)``      | :func:`_sample_sgd_step`                      |
+| ``∂L/∂w(x_i)`` starts from ``∂ℓ_i/∂φ^L``  | ``losses.output_error(loss, ...)``            |
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
-hand-written delta rule of :mod:`bpjax.backward`. The step is one fused jitted body on vectors:
+hand-written delta rule of :mod:`bpjax.backward` from the loss's ``∂ℓ_i/∂φ^L`` (``φ^L − y``
+for loss (1)), or from its fused ``δ^L`` (:mod:`bpjax.losses`); the loss is static: part of
+what the loop is compiled for. The step is one fused jitted body on vectors:
 forward pass, deltas and rank-1 updates, with the biases kept apart from the other weights.
 A large layer (``≥ 4096`` weights, none of them clamped or structural zeros) defers its
 rank-1 updates over blocks of 16 samples and applies them as one matrix product; every sample
@@ -31,6 +34,7 @@ import numpy as np
 from bpjax.backward import delta_rule, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
+from bpjax.losses import SQUARED, output_error
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "SequentialJit", "algorithm1_epoch", "sample_gradient",
            "sequential", "sequential_cpu_options"]
@@ -65,7 +69,7 @@ class _DeferredW:
         return self.W @ d + (self.B @ d) @ self.A
 
 
-def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
+def _sample_sgd_step(net, loss, eta_over_N, masks, theta, sample):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
     ``theta = (w0, W, A, B)``: the biases and weights of :func:`bpjax.forward.split`, and for
@@ -76,7 +80,8 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     x, y, i = sample  # i: the sample's place in its block
     weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
     tr = propagate_split(net, w0, weights, x)
-    delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
+    e, at_a = output_error(loss, net, tr, y)  # sample i's term, without the 1/N
+    delta = delta_rule(net, weights, tr, e, output_delta=at_a)
     g0, gW = sample_weight_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
@@ -91,7 +96,7 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     return (w0, tuple(W), tuple(A), tuple(B)), None
 
 
-def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
+def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED):
     """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
 
     Large layers defer their rank-1 updates over blocks of ``_BLOCK`` samples (see
@@ -100,7 +105,7 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     masks = masks if masks is not None else (None,) * net.depth
     m0 = tuple(None if m is None else m[0] for m in masks)
     mW = tuple(None if m is None else m[1:] for m in masks)
-    step = partial(_sample_sgd_step, net, eta_over_N, (m0, mW))
+    step = partial(_sample_sgd_step, net, loss, eta_over_N, (m0, mW))
     w0, W = split(params)
     none = (None,) * net.depth
     deferred = tuple(m is None and w.shape[0] * w.shape[1] >= _DEFER_MIN for w, m in zip(W, mW))
@@ -130,11 +135,12 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     return join(w0, W)
 
 
-def sample_gradient(net, params, x, y, N):
+def sample_gradient(net, params, x, y, N, loss=SQUARED):
     """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``."""
     w0, W = split(params)
     tr = propagate_split(net, w0, W, x)
-    g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, tr.phi[-1] - y))
+    e, at_a = output_error(loss, net, tr, y)
+    g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, e, output_delta=at_a))
     return jax.tree.map(lambda g: g / N, join(g0, gW))
 
 
