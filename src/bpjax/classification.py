@@ -3,10 +3,11 @@
 A classifier is a network trained with a classification loss (:mod:`bpjax.losses`); the loss
 says how its outputs ``φ^L`` are read:
 
-| loss                        | ``predict_proba``            | ``predict``                         |
-| --------------------------- | ---------------------------- | ----------------------------------- |
-| ``softmax_cross_entropy``   | ``softmax(φ^L)``, ``(N, d)`` | ``argmax_k φ^L_k``, ``(N,)`` ints   |
-| ``binary_cross_entropy``    | ``φ^L``, ``(N, d)``           | ``d = 1``: ``φ^L > ½``, ``(N,)`` ints; ``d > 1`` (multi-label): ``(N, d)`` ints 0/1 |
+| loss                      | ``predict_proba``, ``(N, d)`` | ``predict``                          |
+| ------------------------- | ----------------------------- | ------------------------------------ |
+| ``softmax_cross_entropy`` | ``softmax(φ^L)``              | ``argmax_k φ^L_k``, ``(N,)`` ints    |
+| ``binary_cross_entropy``  | ``φ^L``                       | ``φ^L > ½``: ``(N,)`` ints 0/1 if    |
+|                           |                               | ``d = 1``, ``(N, d)`` if ``d > 1``   |
 
 :func:`accuracy` compares :func:`predict` with targets given as integer class labels, one-hot
 (or soft) rows, or 0/1 labels: the fraction of samples whose prediction is right (for

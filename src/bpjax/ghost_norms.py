@@ -20,7 +20,8 @@ of the dense formula by itself; the mask is needed for absent connections only.
 The clipped sum reweights the samples: ``Σ_i c_i g^l_i = Σ_i φ̃_i ⊗ (c_i δ_i)``, one product per
 layer with the errors scaled by ``c_i = min(1, C/‖g_i‖)``. As ``δ^l_i`` is linear in sample
 ``i``'s output error, ``c_i δ^l_i`` is what a backward pass from the reweighted errors
-``c_i ∂ℓ_i/∂φ^L`` (``c_i (φ_θ(x_i) − y_i)`` for loss (1)) gives, so the deltas of the one backward pass are reused as they are.
+``c_i ∂ℓ_i/∂φ^L`` (``c_i (φ_θ(x_i) − y_i)`` for loss (1)) gives, so the deltas of the one
+backward pass are reused as they are.
 
 Cost: one forward and one backward pass, and ``O(N Σ_l (fan_in + N_l))`` for the norms (with a
 mask, ``O(N Σ_l fan_in N_l)``), against ``O(N × number of weights)`` memory for the per-sample

@@ -47,9 +47,10 @@ class FitResult(NamedTuple):
       opt_state: the optimizer state that goes with ``params`` (``optax.EmptyState()`` for the
         plain step); pass the result back to :func:`fit` to resume.
       losses: the loss (``loss=``, (1) by default) on the training set after each epoch kept,
-        ``losses[t-1]`` after epoch ``t`` of this call; shape ``(epochs_run,)``. That is ``(epochs,)`` unless training
-        stopped early: fewer entries after ``tol`` or ``patience``, and after divergence in
-        epoch ``t`` only the ``t - 1`` finite ones (none if the first epoch diverged).
+        ``losses[t-1]`` after epoch ``t`` of this call; shape ``(epochs_run,)``. That is
+        ``(epochs,)`` unless training stopped early: fewer entries after ``tol`` or
+        ``patience``, and after divergence in epoch ``t`` only the ``t - 1`` finite ones (none
+        if the first epoch diverged).
       val_losses: the same loss on the validation set of the same weights as ``losses``, same
         shape, or ``None`` without ``validation``.
       epoch: the number of epochs that made ``params``, in total, counting those of a resumed

@@ -8,11 +8,11 @@ The second line is where backpropagation starts: the paper's
 ``∂L/∂w = 1/N Σ_i Σ_k ∂φ_θ[k]/∂w (x_i) (φ_θ(x_i)_k − y_{i,k})``. Every loss of the registry
 has the same shape, ``L = Σ_i s_i ℓ_i / Σ_i s_i`` with ``∂L/∂φ^L(x_i) = s_i/Σs · ∂ℓ_i/∂φ^L``:
 
-| paper / loss                             | code                                              |
-| ---------------------------------------- | ------------------------------------------------- |
-| ``ℓ_i``: (1) is ``½ ‖φ_θ(x_i) − y_i‖²``  | ``losses.sample_loss(loss, net, tr, Y)``          |
-| ``1/N Σ_i ℓ_i`` (weighted: ``s_i / Σ s``) | ``losses.weighted_mean(ℓ, s)``                    |
-| ``∂ℓ_i/∂φ^L`` (or ``δ^L``, fused)          | ``losses.output_error`` — table in :mod:`bpjax.losses` |
+| paper / loss                              | code                                        |
+| ----------------------------------------- | ------------------------------------------- |
+| ``ℓ_i``: (1) is ``½ ‖φ_θ(x_i) − y_i‖²``   | ``losses.sample_loss(loss, net, tr, Y)``    |
+| ``1/N Σ_i ℓ_i`` (weighted: ``s_i / Σ s``) | ``losses.weighted_mean(ℓ, s)``              |
+| ``∂ℓ_i/∂φ^L`` (or ``δ^L``, fused)         | ``losses.output_error``, see its table      |
 
 With per-sample weights ``s_i ≥ 0`` the mean becomes a weighted mean: ``1/N`` is replaced
 by ``s_i / Σ_i s_i``; all-ones weights give (1) exactly.

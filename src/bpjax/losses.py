@@ -10,11 +10,12 @@ loss). A loss may also give ``δ^L = ∂ℓ_i/∂a^L`` directly from the output 
 pre-activations, for one output activation: the *fused* form, which the backward pass then
 starts from instead of multiplying ``∂ℓ_i/∂φ^L`` by ``∂φ^L/∂a^L`` (equation (2)).
 
-| loss                          | ``ℓ_i(φ, y)``                                  | ``∂ℓ_i/∂φ^L``               | fused ``δ^L = ∂ℓ_i/∂a^L``   |
-| ----------------------------- | ---------------------------------------------- | --------------------------- | --------------------------- |
-| ``squared``, equation (1)     | ``½ Σ_k (φ_k − y_k)²``                         | ``φ − y``                   | —                           |
-| ``binary_cross_entropy``      | ``−Σ_k [y_k log φ_k + (1 − y_k) log(1 − φ_k)]`` | ``(φ − y) / (φ (1 − φ))``   | logistic outputs: ``σ(a) − y``, with ``ℓ_i = Σ_k softplus(a_k) − y_k a_k`` |
-| ``softmax_cross_entropy``     | ``−Σ_k y_k log softmax(φ)_k``                  | ``softmax(φ) Σ_k y_k − y``  | —                           |
+| loss                      | ``ℓ_i(φ, y)``, summed over ``k``        | ``∂ℓ_i/∂φ^L``              |
+| ------------------------- | --------------------------------------- | -------------------------- |
+| ``squared``, (1)          | ``½ (φ_k − y_k)²``                      | ``φ − y``                  |
+| ``binary_cross_entropy``  | ``−y_k log φ_k − (1−y_k) log(1−φ_k)``   | ``(φ − y) / (φ (1 − φ))``  |
+|   fused, logistic outputs | ``softplus(a_k) − y_k a_k``             | ``δ^L = σ(a) − y``         |
+| ``softmax_cross_entropy`` | ``−y_k log softmax(φ)_k``               | ``softmax(φ) Σ_k y_k − y`` |
 
 In code: ``Loss.ell`` and ``Loss.dell`` (``φ``-form), ``Loss.fused`` (``a``-form, with the
 activation it is for); :func:`output_error` picks the form for a network and
@@ -187,7 +188,7 @@ _NOT_UNIT_INTERVAL = tuple(activations.get_activation(name) for name in
 
 
 def _checked(loss: Loss) -> Loss:
-    """``loss`` if its fields are what a :class:`Loss` holds, else a ``TypeError``/``ValueError``."""
+    """``loss`` if its fields are what a :class:`Loss` holds, else a TypeError or ValueError."""
     if not isinstance(loss.name, str) or not loss.name:
         raise TypeError(f"a Loss needs a non-empty str name, got {loss.name!r}")
     if not callable(loss.ell) or not callable(loss.dell):

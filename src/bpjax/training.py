@@ -212,10 +212,11 @@ def fit(
 
     Raises:
       TypeError, ValueError: a bad input, before any work: an unknown loss or one the network
-        cannot serve, targets the loss cannot take, ``learning_rate ≤ 0`` or not finite, ``epochs < 0``, ``batch_size`` outside ``1..N``, NaN or Inf in the data or
-        weights, ``frozen`` not shaped like ``params``, ``X`` and ``Y`` of different lengths,
-        an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
-        ``data_axis`` or a batch size that does not split evenly over it.
+        cannot serve, targets the loss cannot take, ``learning_rate ≤ 0`` or not finite,
+        ``epochs < 0``, ``batch_size`` outside ``1..N``, NaN or Inf in the data or weights,
+        ``frozen`` not shaped like ``params``, ``X`` and ``Y`` of different lengths, an
+        ``opt_state`` that does not fit the optimizer; with a mesh, no axis ``data_axis`` or
+        a batch size that does not split evenly over it.
     """
     check_on_divergence(on_divergence)
     prep, epochs = prepare(
