@@ -107,8 +107,9 @@ def is_labels(Y, d: int, single: bool) -> bool:
 def one_hot(labels, d: int, name: str = "Y"):
     """Integer class labels ``(N,)`` as one-hot targets ``(N, d)``.
 
-    Concrete labels are checked first: each must be in ``0..d-1``. Traced labels cannot be:
-    one out of range gives a row of zeros.
+    Concrete labels are checked first, each must be in ``0..d-1``, and encoded with numpy
+    (nothing is compiled). Traced labels cannot be checked: one out of range gives a row of
+    zeros.
 
     Raises:
       ValueError: a label outside ``0..d-1``, naming the first.
@@ -124,8 +125,7 @@ def one_hot(labels, d: int, name: str = "Y"):
                 f"{name} holds integer class labels, which must be in 0..d-1 = 0..{d - 1} for a "
                 f"network of d = {d} outputs; {int(bad.sum())} are not, first {name}"
                 f"{list(i)} = {int(v[i])}")
-        if isinstance(labels, np.ndarray):
-            return (v[..., None] == np.arange(d)).astype(np.float32)
+        return (v[..., None] == np.arange(d)).astype(np.float32)
     return jax.nn.one_hot(labels, d, dtype=jnp.float32)
 
 
