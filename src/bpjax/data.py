@@ -99,9 +99,14 @@ def as_inputs(net: Network, X, name: str = "X") -> tuple[jax.Array, bool]:
 def is_labels(Y, d: int, single: bool) -> bool:
     """Whether ``Y`` holds integer class labels: an integer array of shape ``(N,)`` (``()`` for
     one sample) for a network of ``d > 1`` outputs, where one-hot targets ``(N, d)`` are meant."""
-    dtype = getattr(Y, "dtype", None)
-    return (d > 1 and dtype is not None and jnp.issubdtype(dtype, jnp.integer)
-            and np.ndim(Y) == (0 if single else 1))
+    if d == 1:
+        return False
+    if not hasattr(Y, "dtype"):  # a Python int, or a list of them
+        try:
+            Y = np.asarray(Y)
+        except (TypeError, ValueError):
+            return False  # not an array at all: as_targets says so
+    return jnp.issubdtype(Y.dtype, jnp.integer) and Y.ndim == (0 if single else 1)
 
 
 def one_hot(labels, d: int, name: str = "Y"):
