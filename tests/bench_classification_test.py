@@ -11,9 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bpjax as bp  # noqa: E402
 from benchmarks import baselines as B  # noqa: E402
 from benchmarks import classification as C  # noqa: E402
+
+import bpjax as bp  # noqa: E402
 
 NET = bp.Network(inputs=4, layers=[bp.Layer(5, "tanh"), bp.Layer(3, "identity")])
 
