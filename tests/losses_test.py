@@ -202,16 +202,19 @@ def test_saturated_logistic_outputs_keep_a_finite_loss_and_their_gradient(dtype,
 
 # --- Algorithm 1 and minibatches against a numpy loop ----------------------------------------
 
-def numpy_fit(case, params, X, Y, eta, epochs, B=1):
+def numpy_fit(case, params, X, Y, eta, epochs, B=1, s=None):
     """Algorithm 1 (B = 1) or minibatches of the paper's step family, in numpy: for each
-    batch, ``w ← w − (η/N) Σ_{i∈B} ∂ℓ_i/∂w``; tanh hidden layers, the case's output layer."""
+    batch, ``w ← w − η Σ_{i∈B} c_i ∂ℓ_i/∂w`` with ``c_i = 1/N`` (or ``s_i / Σ s``); tanh hidden
+    layers, the case's output layer."""
     W = [np.array(w) for w in params]
     X, Y = np.asarray(X), np.asarray(Y)
     n = len(X)
+    c = np.full(n, 1 / n) if s is None else np.asarray(s) / np.sum(s)
     for _ in range(epochs):
         for start in range(0, n, B):
             h = [X[start:start + B]]
             yb = Y[start:start + B]
+            cb = c[start:start + B, None]
             a = None
             for l, w in enumerate(W):
                 a = w[0] + h[-1] @ w[1:]
@@ -223,12 +226,13 @@ def numpy_fit(case, params, X, Y, eta, epochs, B=1):
                 d = e / e.sum(-1, keepdims=True) - yb  # ∂ℓ/∂a, by hand
             else:  # squared with identity outputs; bce with logistic outputs: φ − y
                 d = h[-1] - yb
+            d = cb * d  # each sample's share of L
             grads = [None] * len(W)
             for l in range(len(W) - 1, -1, -1):
                 grads[l] = np.vstack([d.sum(0), h[l].T @ d])
                 if l:
                     d = (d @ W[l][1:].T) * (1 - h[l] ** 2)
-            W = [w - eta / n * g for w, g in zip(W, grads)]
+            W = [w - eta * g for w, g in zip(W, grads)]
     return W
 
 
@@ -254,6 +258,36 @@ def test_fit_with_each_loss_is_the_numpy_loop(case, B):
                                reference_loss(case, net, r.params, Xv, Yv), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["bce", "softmax"])
+@pytest.mark.parametrize("B", [1, 4, None])
+def test_fit_with_sample_weights_is_the_weighted_numpy_loop(case, B):
+    net, Yc = TANH_NETS[case], Y[case]
+    params = random_params(net, 6)
+    s = np.array([0.5, 2.0, 0.0, 1.0, 3.0, 1.0, 0.25, 1.5, 1.0])
+    r = bp.fit(net, params, X, Yc, learning_rate=0.8, epochs=2, batch_size=B, weights=s,
+               loss=NAME[case], validation=(X[:5], Yc[:5], s[:5]))
+    assert_close_to_reference(r.params, numpy_fit(case, params, X, Yc, 0.8, 2,
+                                                  N if B is None else B, s))
+    np.testing.assert_allclose(r.losses[-1], reference_loss(case, net, r.params, X, Yc, s),
+                               rtol=1e-12)
+    np.testing.assert_allclose(r.val_losses[-1],
+                               reference_loss(case, net, r.params, X[:5], Yc[:5], s[:5]),
+                               rtol=1e-12)
+    if B == 4:  # a sweep takes the same weights, shared by its models
+        many = bp.sweep(net, tuple(w[None] for w in params), X, Yc, learning_rate=0.8,
+                        epochs=2, batch_size=B, weights=s, loss=NAME[case])
+        assert_close_to_reference(tuple(w[0] for w in many.params), r.params, rtol=1e-13)
+
+
+def test_equal_sample_weights_change_nothing():
+    net, Yc = TANH_NETS["softmax"], Y["softmax"]
+    params = random_params(net, 6)
+    plain = bp.fit(net, params, X, Yc, learning_rate=0.8, epochs=2, loss=NAME["softmax"])
+    equal = bp.fit(net, params, X, Yc, learning_rate=0.8, epochs=2, loss=NAME["softmax"],
+                   weights=np.full(N, 7.0))
+    assert_close_to_reference(equal.params, plain.params, rtol=1e-14)
+
+
 def test_large_layers_defer_their_updates_with_any_loss():
     # W^1 has 64·80 = 5120 ≥ 4096 weights: its rank-1 updates are deferred over blocks of 16
     net = bp.Network(64, [bp.Layer(80, "tanh"), bp.Layer(4, "identity")])
@@ -263,6 +297,11 @@ def test_large_layers_defer_their_updates_with_any_loss():
     r = bp.fit(net, params, Xl, labels, learning_rate=0.5, epochs=2,
                loss="softmax_cross_entropy")
     W = numpy_fit("softmax", params, Xl, np.eye(4)[labels], 0.5, 2)
+    assert_close_to_reference(r.params, W)
+    s = np.linspace(0.0, 2.0, 37)  # and with sample weights, block by block
+    r = bp.fit(net, params, Xl, labels, learning_rate=0.5, epochs=2, weights=s,
+               loss="softmax_cross_entropy")
+    W = numpy_fit("softmax", params, Xl, np.eye(4)[labels], 0.5, 2, s=s)
     assert_close_to_reference(r.params, W)
 
 
@@ -570,6 +609,32 @@ def test_bad_validation_targets_are_named(net, Yb, loss, error, message):
     with pytest.raises(error, match=message.replace("Y", "Y_val")):
         bp.fit(net, PARAMS, X, ok, learning_rate=0.1, epochs=1, loss=loss,
                validation=(X, Yb))
+
+
+BAD_WEIGHTS = [
+    (dict(weights=-np.ones(N)), ValueError, r"weights must be finite, >= 0, and not all 0"),
+    (dict(weights=np.zeros(N)), ValueError, r"weights must be finite, >= 0, and not all 0"),
+    (dict(weights=np.full(N, np.nan)), ValueError, r"weights must be finite"),
+    (dict(weights=np.ones(N - 1)), ValueError, r"weights must have shape \(N,\) = \(9,\), got "
+     r"shape \(8,\)"),
+    (dict(weights=np.ones((N, 1))), ValueError, r"weights must have shape \(N,\) = \(9,\)"),
+    (dict(weights="ones"), TypeError, r"weights must be a numeric array"),
+    (dict(validation=(X, labels, np.ones(3))), ValueError,
+     r"weights_val must have shape \(N,\) = \(9,\), got shape \(3,\)"),
+    (dict(validation=(X, labels, -np.ones(N))), ValueError, r"weights_val must be finite, >= 0"),
+    (dict(validation=(X, labels, np.ones(N), 1)), TypeError,
+     r"validation must be a pair \(X_val, Y_val\) or a triple \(X_val, Y_val, weights_val\), "
+     r"got tuple of 4"),
+]
+
+
+@pytest.mark.parametrize("who", ["fit", "sweep"])
+@pytest.mark.parametrize("bad, error, message", BAD_WEIGHTS)
+def test_bad_sample_weights_are_clear_errors_before_any_work(who, bad, error, message):
+    f, p = (bp.fit, PARAMS) if who == "fit" else (bp.sweep, STACKED)
+    with count_compiles() as compiles, pytest.raises(error, match=message):
+        f(MLP, p, X, labels, learning_rate=0.1, epochs=1, loss="softmax_cross_entropy", **bad)
+    assert compiles == []
 
 
 @pytest.mark.parametrize("name", ["predict", "predict_proba", "accuracy"])

@@ -77,11 +77,11 @@ def _sample_sgd_step(net, loss, eta_over_N, masks, theta, sample):
     The forward pass, the hand-written deltas and the updates are fused in one step.
     """
     w0, W, A, B = theta
-    x, y, i = sample  # i: the sample's place in its block
+    x, y, i, r = sample  # i: the sample's place in its block; r: its weight s_i N / Σs, or None
     weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
     tr = propagate_split(net, w0, weights, x)
     e, at_a = output_error(loss, net, tr, y)  # sample i's term, without the 1/N
-    delta = delta_rule(net, weights, tr, e, output_delta=at_a)
+    delta = delta_rule(net, weights, tr, e if r is None else r * e, output_delta=at_a)
     g0, gW = sample_weight_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
@@ -96,11 +96,13 @@ def _sample_sgd_step(net, loss, eta_over_N, masks, theta, sample):
     return (w0, tuple(W), tuple(A), tuple(B)), None
 
 
-def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED):
+def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED, r=None):
     """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
 
-    Large layers defer their rank-1 updates over blocks of ``_BLOCK`` samples (see
-    :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small networks, step directly.
+    ``r`` ``(N,)``: per-sample weights as ``r_i = s_i N / Σ s``, so that sample ``i`` steps by
+    ``η s_i / Σ s`` (``η/N`` when None). Large layers defer their rank-1 updates over blocks of
+    ``_BLOCK`` samples (see :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small
+    networks, step directly.
     """
     masks = masks if masks is not None else (None,) * net.depth
     m0 = tuple(None if m is None else m[0] for m in masks)
@@ -112,34 +114,39 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED):
     N = X.shape[0]
     blocks = N // _BLOCK if any(deferred) else 0
     if blocks:
-        def block(theta, xy):
+        def block(theta, xyr):
             w0, W = theta
+            xb, yb, rb = xyr
             A = tuple(jnp.zeros((_BLOCK, w.shape[0]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
             B = tuple(jnp.zeros((_BLOCK, w.shape[1]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
-            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B), (*xy, jnp.arange(_BLOCK)),
-                                            unroll=2)
+            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B),
+                                            (xb, yb, jnp.arange(_BLOCK), rb), unroll=2)
             W = tuple(w if a is None else w + a.T @ b for w, a, b in zip(W, A, B))
             return (w0, W), None
 
         n = blocks * _BLOCK
         Xb = X[:n].reshape(blocks, _BLOCK, X.shape[1])
         Yb = Y[:n].reshape(blocks, _BLOCK, Y.shape[1])
-        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb))
-        X, Y = X[n:], Y[n:]
+        Rb = None if r is None else r[:n].reshape(blocks, _BLOCK)
+        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb, Rb))
+        X, Y, r = X[n:], Y[n:], None if r is None else r[n:]
     if X.shape[0]:
         unroll = 1 if net.num_params <= TINY else 2
         zeros = jnp.zeros(X.shape[0], jnp.int32)
-        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros), unroll=unroll)
+        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros, r),
+                                        unroll=unroll)
     return join(w0, W)
 
 
-def sample_gradient(net, params, x, y, N, loss=SQUARED):
-    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``."""
+def sample_gradient(net, params, x, y, r, N, loss=SQUARED):
+    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``; weighted by
+    ``r = s_i N / Σ s`` unless ``r`` is None."""
     w0, W = split(params)
     tr = propagate_split(net, w0, W, x)
     e, at_a = output_error(loss, net, tr, y)
+    e = e if r is None else r * e
     g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, e, output_delta=at_a))
     return jax.tree.map(lambda g: g / N, join(g0, gW))
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from bpjax.checkpoint import Checkpoint
-from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
+from bpjax.data import as_dtype, as_inputs, as_targets, as_weights, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.loss import resolve_loss
 from bpjax.losses import Loss, check_targets
@@ -147,13 +147,25 @@ class Prepared(NamedTuple):
     optimizer: Any = None  # as an optax GradientTransformation (minibatch.as_transformation)
 
 
+def relative_weights(s, dtype):
+    """Sample weights ``s`` ``(N,)`` as ``r_i = s_i N / Σ s`` (so that ``r_i / N`` is sample
+    ``i``'s share of the loss), in ``dtype``; None stays None."""
+    if s is None:
+        return None
+    if isinstance(s, jax.Array):  # traced, or on a device: computed there
+        s = s.astype(dtype)
+        return s * (s.shape[0] / s.sum())
+    s = np.asarray(s, np.float64)
+    return np.asarray(s * (s.shape[0] / s.sum()), dtype)
+
+
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
              opt_state, shuffle, validation, tol, patience, min_delta, models=None, loss=None,
-             who="fit"):
+             who="fit", weights=None):
     """Checks every input before any work, and builds the loop's inputs.
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
-    ``loss`` as in :func:`training_loss`.
+    ``loss`` as in :func:`training_loss`; ``weights`` the per-sample weights ``(N,)``.
     """
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
@@ -184,6 +196,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     N = X.shape[0]
     Y = as_targets(net, Y, N, single)
     check_targets(loss, Y)
+    s = as_weights(weights, N)
     dtype = float_dtype(X, *params)
 
     if batch_size is None:
@@ -207,16 +220,18 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     min_delta = _scalar(min_delta, "min_delta", minimum=0)
     frozen = _check_frozen(net, frozen)
 
-    X_val = Y_val = None
+    X_val = Y_val = s_val = None
     if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
             size = f" of {len(validation)}" if isinstance(validation, (tuple, list)) else ""
             raise TypeError(
-                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}"
-                f"{size}")
+                f"validation must be a pair (X_val, Y_val) or a triple (X_val, Y_val, "
+                f"weights_val), got {type(validation).__name__}{size}")
         X_val, single_val = as_inputs(net, validation[0], "X_val")
         Y_val = as_targets(net, validation[1], X_val.shape[0], single_val, "Y_val", "X_val")
         check_targets(loss, Y_val, "Y_val")
+        if len(validation) == 3:
+            s_val = as_weights(validation[2], X_val.shape[0], "weights_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
     check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
     for l, w in enumerate(params, start=1):
@@ -266,7 +281,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     config = Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
                      validate=validation is not None, restore_best=patience is not None,
                      masked=masked, extra_args=needs, loss=loss)
-    data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
+    data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle,
+                relative_weights(s, dtype), relative_weights(s_val, dtype))
     hyper = Hyper(
         eta=_host(eta, dtype),
         tol=_host(-np.inf if tol is None else tol, dtype),

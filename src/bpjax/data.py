@@ -170,17 +170,20 @@ def as_targets(net: Network, Y, N: int, single: bool, name: str = "Y",
     raise ValueError(f"{name} must have shape (N, d) = ({N}, {d}), got shape {shape}{labels}")
 
 
-def as_weights(weights, N: int):
-    """Returns per-sample weights ``s`` of shape ``(N,)`` (or ``None`` for all ones)."""
+def as_weights(weights, N: int, name: str = "weights"):
+    """Returns per-sample weights ``s`` of shape ``(N,)`` (or ``None`` for all ones).
+
+    ``name`` is what errors call them (``"weights_val"`` for a validation set's).
+    """
     if weights is None:
         return None
-    weights, shape = _shape(weights, "weights")
+    weights, shape = _shape(weights, name)
     if shape != (N,):
-        raise ValueError(f"weights must have shape (N,) = ({N},), got shape {shape}")
+        raise ValueError(f"{name} must have shape (N,) = ({N},), got shape {shape}")
     if not isinstance(weights, jax.core.Tracer):
         w = np.asarray(weights)
         if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
-            raise ValueError("weights must be finite, >= 0, and not all 0")
+            raise ValueError(f"{name} must be finite, >= 0, and not all 0")
     return weights
 
 

@@ -112,6 +112,8 @@ class Data(NamedTuple):
     Y_val: jax.Array | None
     trainable: tuple | None  # per layer: structure & ~frozen (bool), None if all trainable
     key: jax.Array | None  # shuffling key
+    s: jax.Array | None = None  # (N,) sample weights as r_i = s_i N / Σ s; None: all 1
+    s_val: jax.Array | None = None  # (N_val,) validation sample weights; None: all 1
 
 
 class Hyper(NamedTuple):
@@ -172,7 +174,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 
     def body(s):
         params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
-        loss = loss_of_params(net, params, data.X, data.Y, None, config.loss)
+        loss = loss_of_params(net, params, data.X, data.Y, data.s, config.loss)
         finite = jnp.isfinite(loss)
         # A diverged epoch is not kept: its weights are dropped, and so is it from the history
         # and the epoch counts, so that everything returned describes the same weights.
@@ -180,7 +182,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
         opt_state = _select(finite, opt_state, s.opt_state)
         kept = finite.astype(s.done.dtype)
         done = s.done + kept
-        val = (loss_of_params(net, params, data.X_val, data.Y_val, None, config.loss)
+        val = (loss_of_params(net, params, data.X_val, data.Y_val, data.s_val, config.loss)
                if config.validate else loss)
         monitored = val if config.validate else loss
         improved = finite & (monitored < s.best_loss - hyper.min_delta)
@@ -223,8 +225,9 @@ def initial_state(net, config, data, params, opt_state, epoch, chunk):
     dtype = params[0].dtype
     best_loss = jnp.asarray(jnp.inf, dtype)
     if config.restore_best:  # the initial weights are candidates too
-        X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
-        best_loss = loss_of_params(net, params, X, Y, None, config.loss)
+        X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate
+                   else (data.X, data.Y, data.s))
+        best_loss = loss_of_params(net, params, X, Y, s, config.loss)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
     copy = partial(jax.tree.map, jnp.copy)
     return LoopState(

@@ -124,6 +124,7 @@ def sweep(
     model_axis: str = "models",
     on_divergence: str = "warn",
     loss=None,
+    weights=None,
 ) -> FitResult:
     """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
 
@@ -157,6 +158,7 @@ def sweep(
         models whose training loss became NaN or infinite, their epochs and learning rates;
         ``"ignore"``: nothing (``result.diverged`` tells which, either way).
       loss: the loss, shared, as in :func:`bpjax.fit`.
+      weights: per-sample weights ``(N,)``, shared, as in :func:`bpjax.fit`.
 
     Returns:
       A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
@@ -171,7 +173,7 @@ def sweep(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M,
-        loss=loss, who="sweep")
+        loss=loss, who="sweep", weights=weights)
     config, data, optimizer = prep.config, prep.data, prep.optimizer
     hyper = Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
                      for v in prep.hyper))

@@ -152,6 +152,7 @@ def fit(
     data_axis: str = "data",
     on_divergence: str = "warn",
     loss=None,
+    weights=None,
 ) -> FitResult:
     """Trains ``net`` by gradient descent with the hand-written gradients: Algorithm 1.
 
@@ -183,8 +184,9 @@ def fit(
       opt_state: the optimizer state to start from (default ``optimizer.init(params)``).
       shuffle: a ``jax.random.key``: reshuffle the samples every epoch (epoch ``t`` uses
         ``fold_in(key, t)``); ``None`` keeps the dataset order.
-      validation: optional ``(X_val, Y_val)``; its loss (the same ``loss``) is recorded after
-        each epoch and is what ``patience`` monitors.
+      validation: optional ``(X_val, Y_val)`` or ``(X_val, Y_val, weights_val)``; its loss (the
+        same ``loss``, weighted by ``weights_val`` if given) is recorded after each epoch and
+        is what ``patience`` monitors.
       tol: stop once the training loss is ``≤ tol``.
       patience: stop once the monitored loss has not improved by more than ``min_delta`` for
         this many epochs, and return the best weights.
@@ -206,6 +208,10 @@ def fit(
         was saved with, else ``"squared"``. Every step, ``losses`` and ``val_losses`` use it;
         the step stays ``w ← w − (η/N) ∂L/∂w(x_i)`` with ``∂L/∂w(x_i)`` sample ``i``'s term
         of this loss without the ``1/N``.
+      weights: optional per-sample weights ``s`` ``(N,)``, finite, ``≥ 0``, not all 0: the
+        loss becomes ``Σ_i s_i ℓ_i / Σ_i s_i`` (as in :func:`bpjax.loss`), and every step
+        follows its gradient: Algorithm 1 steps ``w ← w − η (s_i / Σ s) ∂ℓ_i/∂w`` (``η/N``
+        when all ``s_i`` are equal), a batch ``B`` along ``Σ_{i∈B} (s_i / Σ s) ∂ℓ_i/∂w``.
 
     Returns:
       A :class:`FitResult`; with a mesh, ``params`` and ``opt_state`` are replicated on it.
@@ -222,7 +228,8 @@ def fit(
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
-        validation=validation, tol=tol, patience=patience, min_delta=min_delta, loss=loss)
+        validation=validation, tol=tol, patience=patience, min_delta=min_delta, loss=loss,
+        weights=weights)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
     config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
