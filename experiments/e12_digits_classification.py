@@ -190,24 +190,18 @@ def experiment() -> Section:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     ep = np.arange(1, EPOCHS + 1)
-    ax = axes[0]
     for i, (name, r) in enumerate(runs.items()):
-        ax.semilogy(ep, np.maximum(r["gap"], 1e-17), "o-", color=f"C{i}", ms=3, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("max |w_bpjax − w_sklearn|")
-    ax.set_title("the two trajectories, same start, float64")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for i, (name, r) in enumerate(runs.items()):
-        ax.plot(ep, r["losses"], color=f"C{i}", label=f"{name}: training loss")
-        ax.plot(ep, 1 - np.array(r["curve"]), color=f"C{i}", ls="--",
-                label=f"{name}: test error")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_title("bpjax: cross-entropy and test error rate")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6)
+        axes[0].plot(ep, np.maximum(r["gap"], 1e-17), "o-", color=f"C{i}", ms=3, label=name)
+        axes[1].plot(ep, r["losses"], color=f"C{i}", label=f"{name}: training loss")
+        axes[1].plot(ep, 1 - np.array(r["curve"]), color=f"C{i}", ls="--",
+                     label=f"{name}: test error")
+    for ax, title, size in ((axes[0], "max |w_bpjax − w_sklearn|, same start, float64", 7),
+                            (axes[1], "bpjax: cross-entropy and test error rate", 6)):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=size)
     name = sgd_names[0]
     cm = confusion_matrix(yte, runs[name]["classes"], labels=np.arange(10))
     ax = axes[2]

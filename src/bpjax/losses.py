@@ -18,11 +18,15 @@ starts from instead of multiplying ``∂ℓ_i/∂φ^L`` by ``∂φ^L/∂a^L`` (e
 | ``softmax_cross_entropy`` | ``−y_k log softmax(φ)_k``               | ``softmax(φ) Σ_k y_k − y`` |
 
 In code: ``Loss.ell`` and ``Loss.dell`` (``φ``-form), ``Loss.fused`` (``a``-form, with the
-activation it is for); :func:`output_error` picks the form for a network and
-:func:`sample_loss` the matching ``ℓ_i``. Binary cross-entropy with logistic output neurons is
-computed from ``a^L`` only (softplus, never ``log σ(a)``), so a saturated unit gives neither
-``log 0`` nor a vanishing gradient: ``δ^L = σ(a) − y`` stays ``±1`` where ``∂φ/∂a`` underflows
-to 0. The softmax cross-entropy uses ``log softmax(φ) = φ − logsumexp(φ)``; its ``φ^L`` are the
+activation it is for), written side by side below: ``_squared``/``_squared_d``,
+``_bce``/``_bce_d`` with the fused ``_bce_logistic``/``_bce_logistic_delta``,
+``_softmax_ce``/``_softmax_ce_d``. :func:`output_error` picks the form for a network (it is
+where every backward pass of bpjax starts: :mod:`bpjax.backward`, :mod:`bpjax.algorithm1`,
+:mod:`bpjax.minibatch`, :mod:`bpjax.ghost_norms`) and :func:`sample_loss` the matching ``ℓ_i``.
+
+Binary cross-entropy with logistic output neurons is computed from ``a^L`` only (softplus,
+never ``log σ(a)``), so a saturated unit gives neither ``log 0`` nor a vanishing gradient:
+``δ^L = σ(a) − y`` stays ``±1`` where ``∂φ/∂a`` underflows to 0. The softmax cross-entropy uses ``log softmax(φ) = φ − logsumexp(φ)``; its ``φ^L`` are the
 logits (identity output neurons, typically), and soft labels are allowed.
 
 **Targets.** Each loss says what ``Y`` must hold (``Loss.targets``), checked when ``Y`` is

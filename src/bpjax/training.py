@@ -27,6 +27,9 @@ full-batch step of size ``η``, for every batch size.
   holds the remaining ``N mod B`` samples (every sample is used exactly once per epoch).
 * ``batch_size=None``: one step of exact gradient descent on ``L`` per epoch.
 
+With per-sample weights (``weights=``, ``s_i``) the loss is ``Σ_i s_i ℓ_i / Σ_i s_i`` and
+``1/N`` becomes ``s_i / Σ s`` everywhere: ``G_B = Σ_{i∈B} (s_i / Σ s) ∂L/∂w(x_i)``.
+
 **Optimizers.** With ``optimizer=None`` the step is the plain one above, as in the paper.
 Any optax ``GradientTransformation`` can replace it: it is fed ``G_B`` and returns updates
 ``u`` in optax's convention (added to the weights), and ``learning_rate`` scales them::
