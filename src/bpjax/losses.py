@@ -26,8 +26,9 @@ where every backward pass of bpjax starts: :mod:`bpjax.backward`, :mod:`bpjax.al
 
 Binary cross-entropy with logistic output neurons is computed from ``a^L`` only (softplus,
 never ``log σ(a)``), so a saturated unit gives neither ``log 0`` nor a vanishing gradient:
-``δ^L = σ(a) − y`` stays ``±1`` where ``∂φ/∂a`` underflows to 0. The softmax cross-entropy uses ``log softmax(φ) = φ − logsumexp(φ)``; its ``φ^L`` are the
-logits (identity output neurons, typically), and soft labels are allowed.
+``δ^L = σ(a) − y`` stays ``±1`` where ``∂φ/∂a`` underflows to 0. The softmax cross-entropy uses
+``log softmax(φ) = φ − logsumexp(φ)``; its ``φ^L`` are the logits (identity output neurons,
+typically), and soft labels are allowed.
 
 **Targets.** Each loss says what ``Y`` must hold (``Loss.targets``), checked when ``Y`` is
 concrete (a traced ``Y`` passes unchecked): ``"any"`` real numbers; ``"probabilities"`` every
