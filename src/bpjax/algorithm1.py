@@ -4,7 +4,7 @@
 | ----------------------------------------- | --------------------------------------------- |
 | line 4: ``for i ∈ [N]``, in dataset order | :func:`algorithm1_epoch`: a ``lax.scan``      |
 | line 6: ``w ← w − (η/N) ∂L/∂w(x_i)``      | :func:`_sample_sgd_step`                      |
-| ``∂L/∂w(x_i)`` starts from ``∂ℓ_i/∂φ^L``  | ``losses.output_error(loss, ...)``            |
+| ``∂L/∂w(x_i)`` starts from ``∂ℓ_i/∂φ^L``  | ``backward.loss_deltas(..., loss, ...)``      |
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
 hand-written delta rule of :mod:`bpjax.backward` from the loss's ``∂ℓ_i/∂φ^L`` (``φ^L − y``
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from bpjax.backward import delta_rule, sample_weight_gradients
+from bpjax.backward import loss_deltas, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
-from bpjax.losses import SQUARED, output_error
+from bpjax.losses import SQUARED
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "SequentialJit", "algorithm1_epoch", "sample_gradient",
            "sequential", "sequential_cpu_options"]
@@ -80,8 +80,7 @@ def _sample_sgd_step(net, loss, eta_over_N, masks, theta, sample):
     x, y, i, r = sample  # i: the sample's place in its block; r: its weight s_i N / Σs, or None
     weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
     tr = propagate_split(net, w0, weights, x)
-    e, at_a = output_error(loss, net, tr, y)  # sample i's term, without the 1/N
-    delta = delta_rule(net, weights, tr, e if r is None else r * e, output_delta=at_a)
+    delta = loss_deltas(net, weights, tr, y, loss, r, bias_row=False)  # no 1/N: η/N below
     g0, gW = sample_weight_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
@@ -145,9 +144,7 @@ def sample_gradient(net, params, x, y, r, N, loss=SQUARED):
     ``r = s_i N / Σ s`` unless ``r`` is None."""
     w0, W = split(params)
     tr = propagate_split(net, w0, W, x)
-    e, at_a = output_error(loss, net, tr, y)
-    e = e if r is None else r * e
-    g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, e, output_delta=at_a))
+    g0, gW = sample_weight_gradients(net, tr, loss_deltas(net, W, tr, y, loss, r, bias_row=False))
     return jax.tree.map(lambda g: g / N, join(g0, gW))
 
 

@@ -149,13 +149,26 @@ def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     return tuple(grads)
 
 
+def loss_deltas(net: Network, W: Sequence, tr: Trace, Y, loss: Loss = SQUARED, r=None, *,
+                bias_row: bool = True) -> tuple:
+    """``δ^l`` from the loss's output error: ``r · ∂ℓ_i/∂φ^L`` (or ``r`` times its fused
+    ``δ^L``), then equations (2)-(3) by :func:`delta_rule` (``W`` as there).
+
+    ``r`` scales each sample's error and broadcasts against it: ``None`` leaves sample ``i``'s
+    term without the ``1/N`` (what Algorithm 1 steps along), ``1/N`` or ``s_i / Σ s`` as a column
+    ``(N, 1)`` gives the deltas of the (weighted) mean, a scalar those of one sample.
+    """
+    e, at_a = output_error(loss, net, tr, Y)
+    return delta_rule(net, W, tr, e if r is None else r * e, bias_row=bias_row,
+                      output_delta=at_a)
+
+
 def backward_deltas(net: Network, params: Params, tr: Trace, Y, s=None,
                     loss: Loss = SQUARED) -> tuple:
     """``δ^l = ∂L/∂a^l`` of the loss for a batch's trace: ``∂L/∂φ^L = s_i/Σs · ∂ℓ_i/∂φ^L`` (or
     the fused ``δ^L``), then equations (2)-(3); ``params`` structural, with their bias rows."""
-    e, at_a = output_error(loss, net, tr, Y)
-    g = sample_scale(e.shape[0], e.dtype, s)[:, None] * e
-    return delta_rule(net, params, tr, g, bias_row=True, output_delta=at_a)
+    N = tr.phi[0].shape[0]
+    return loss_deltas(net, params, tr, Y, loss, sample_scale(N, tr.phi[0].dtype, s)[:, None])
 
 
 def loss_and_gradients(net: Network, params: Params, X, Y, s=None, loss: Loss = SQUARED):
@@ -205,18 +218,11 @@ def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None =
     return f, value_and_grads
 
 
-def sample_deltas(net: Network, params: Params, tr: Trace, Y, loss: Loss = SQUARED) -> tuple:
-    """Each sample's ``δ^l_i``, the deltas of ``ℓ_i`` without the ``1/N`` (the quantity
-    Algorithm 1 steps along), for a batch's trace; ``params`` structural, with bias rows."""
-    e, at_a = output_error(loss, net, tr, Y)
-    return delta_rule(net, params, tr, e, bias_row=True, output_delta=at_a)
-
-
 @jax.jit(static_argnums=(0, 4))
 def _per_example_jit(net, params, X, Y, loss):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    return _per_example_gradients(net, tr, sample_deltas(net, params, tr, Y, loss))
+    return _per_example_gradients(net, tr, loss_deltas(net, params, tr, Y, loss))
 
 
 @jax.jit(static_argnums=(0, 5))

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpjax.arguments import number
-from bpjax.backward import sample_deltas, weight_gradients
+from bpjax.backward import loss_deltas, weight_gradients
 from bpjax.forward import Trace, homogenised, layer_inputs, propagate
 from bpjax.loss import prepare_supervised, resolve_loss
 from bpjax.losses import SQUARED, Loss
@@ -76,7 +76,7 @@ class ClippedGradSum(NamedTuple):
 def _backward(net: Network, params: Params, X, Y, loss: Loss) -> tuple[Trace, tuple]:
     """The trace and the per-sample deltas ``δ^l_i`` (from ``∂ℓ_i/∂φ^L``, no ``1/N``)."""
     tr = propagate(net, params, X)
-    return tr, sample_deltas(net, params, tr, Y, loss)
+    return tr, loss_deltas(net, params, tr, Y, loss)
 
 
 def _norms(net: Network, tr: Trace, delta: tuple) -> GhostNorms:

@@ -18,12 +18,11 @@ import jax.numpy as jnp
 import optax
 
 from bpjax.algorithm1 import TINY, algorithm1_epoch, sample_gradient
-from bpjax.backward import delta_rule, loss_by_hand, weight_gradients
+from bpjax.backward import loss_by_hand, loss_deltas, weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.distributed import shard_batches
 from bpjax.forward import propagate
 from bpjax.loop import run_epochs
-from bpjax.losses import output_error
 
 __all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run"]
 
@@ -106,10 +105,8 @@ def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
 def _batch_gradient(net, loss, params, X_B, Y_B, m_B, N):
     """``G_B = ∂L_B/∂w = (1/N) Σ_{i∈B} ∂L/∂w(x_i)`` for a batch (``m_B`` masks padding)."""
     tr = propagate(net, params, X_B)
-    e, at_a = output_error(loss, net, tr, Y_B)  # ∂ℓ_i/∂φ^L, or the fused δ^L
-    g = e / N if m_B is None else e * (m_B[:, None] / N)  # ∂L_B/∂φ^L (or ∂L_B/∂a^L)
-    return weight_gradients(net, tr, delta_rule(net, params, tr, g, bias_row=True,
-                                                output_delta=at_a))
+    r = 1 / N if m_B is None else m_B[:, None] / N  # ∂L_B/∂φ^L = r ∂ℓ_i/∂φ^L
+    return weight_gradients(net, tr, loss_deltas(net, params, tr, Y_B, loss, r))
 
 
 def _descend(optimizer, eta, masks, params, opt_state, G):
