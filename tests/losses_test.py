@@ -99,7 +99,7 @@ CASES = ["squared", "bce", "bce_phi", "softmax"]
 
 
 @pytest.mark.parametrize("case", CASES)
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(net=networks(max_depth=3, max_width=6, dag=True, adjacency=True),
        N=st.sampled_from([1, 4]), seed=st.integers(0, 2**16), weighted=st.booleans())
 def test_every_loss_matches_jax_grad_on_random_dags(case, net, N, seed, weighted):
@@ -279,41 +279,21 @@ def test_fit_with_sample_weights_is_the_weighted_numpy_loop(case, B):
         assert_close_to_reference(tuple(w[0] for w in many.params), r.params, rtol=1e-13)
 
 
-def test_equal_sample_weights_change_nothing():
-    net, Yc = TANH_NETS["softmax"], Y["softmax"]
-    params = random_params(net, 6)
-    plain = bp.fit(net, params, X, Yc, learning_rate=0.8, epochs=2, loss=NAME["softmax"])
-    equal = bp.fit(net, params, X, Yc, learning_rate=0.8, epochs=2, loss=NAME["softmax"],
-                   weights=np.full(N, 7.0))
-    assert_close_to_reference(equal.params, plain.params, rtol=1e-14)
-
-
 def test_large_layers_defer_their_updates_with_any_loss():
     # W^1 has 64·80 = 5120 ≥ 4096 weights: its rank-1 updates are deferred over blocks of 16
     net = bp.Network(64, [bp.Layer(80, "tanh"), bp.Layer(4, "identity")])
     params = random_params(net, 7)
     Xl = jax.random.normal(jax.random.key(7), (37, 64)) * 0.3
     labels = jnp.arange(37) % 4
-    r = bp.fit(net, params, Xl, labels, learning_rate=0.5, epochs=2,
-               loss="softmax_cross_entropy")
-    W = numpy_fit("softmax", params, Xl, np.eye(4)[labels], 0.5, 2)
-    assert_close_to_reference(r.params, W)
-    s = np.linspace(0.0, 2.0, 37)  # and with sample weights, block by block
+    s = np.linspace(0.0, 2.0, 37)  # with sample weights, block by block
     r = bp.fit(net, params, Xl, labels, learning_rate=0.5, epochs=2, weights=s,
                loss="softmax_cross_entropy")
     W = numpy_fit("softmax", params, Xl, np.eye(4)[labels], 0.5, 2, s=s)
     assert_close_to_reference(r.params, W)
 
 
-def test_sweep_and_optimizers_with_a_loss():
+def test_optimizers_with_a_loss():
     net, name = TANH, "softmax_cross_entropy"
-    keys = jax.random.split(jax.random.key(0), 2)
-    stacked = jax.vmap(lambda k: bp.init(net, k))(keys)
-    r = bp.sweep(net, stacked, X, Y["softmax"], learning_rate=0.5, epochs=2, loss=name)
-    for m in range(2):
-        one = bp.fit(net, tuple(w[m] for w in stacked), X, Y["softmax"],
-                     learning_rate=0.5, epochs=2, loss=name)
-        assert_close_to_reference(tuple(w[m] for w in r.params), one.params)
     # Adam on minibatches: G_B by hand = jax.grad of the batch's share of the reference loss
     params = random_params(net, 2)
     r = bp.fit(net, params, X, Y["softmax"], optimizer=optax.adam(0.05), batch_size=3,
@@ -449,8 +429,7 @@ def test_a_registered_loss_is_backpropagated_and_checked():
     assert_close_to_reference(grads, jax.grad(ref)(params))
     report = bp.check_gradients(MLP, params, X, Y["squared"], loss="test_huber")
     assert report.ok and report.loss_derivatives == () and "test_huber loss" in str(report)
-    r = bp.fit(MLP, params, X, Y["squared"], learning_rate=0.3, epochs=2, loss="test_huber")
-    np.testing.assert_allclose(r.losses[-1], ref(r.params), rtol=1e-12)
+    np.testing.assert_allclose(report.loss, ref(params), rtol=1e-12)
 
 
 def test_a_wrong_user_derivative_is_named_by_check_gradients():
