@@ -4,17 +4,35 @@
 | ----------------------------------------- | --------------------------------------------- |
 | line 4: ``for i ∈ [N]``, in dataset order | :func:`algorithm1_epoch`: a ``lax.scan``      |
 | line 6: ``w ← w − (η/N) ∂L/∂w(x_i)``      | :func:`_sample_sgd_step`                      |
+| ``a^l = φ_in W^l`` (with the bias row)    | ``h @ _Weights`` (``__rmatmul__``)            |
+| (3): ``Σ_k w^l_jk δ^l_k``                 | ``_Weights @ d`` (``__matmul__``)             |
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
 hand-written delta rule of :mod:`bpjax.backward`. The step is one fused jitted body on vectors:
 forward pass, deltas and rank-1 updates, with the biases kept apart from the other weights.
-A large layer (``≥ 4096`` weights, none of them clamped or structural zeros) defers its
-rank-1 updates over blocks of 16 samples and applies them as one matrix product; every sample
-still sees the weights left by the one before (see :class:`_DeferredW`), so this is Algorithm 1
-up to floating-point rounding. On a CPU the per-sample loop is compiled with
-:data:`SEQUENTIAL_CPU`: its steps are too small and too sequential to share between cores.
-Those are XLA:CPU options, not part of JAX's API: :func:`sequential_cpu_options` keeps the
-ones the installed jaxlib accepts (probed once), and :class:`SequentialJit` compiles with them.
+
+**How a step is laid out.** XLA:CPU runs a step as a chain of small kernels, and what a
+kernel costs depends on the shapes more than on the arithmetic. :func:`layer_plan` chooses,
+for each layer and from its shape alone, the layout that the measurements behind its rules
+(below) found cheapest; every choice computes the same numbers up to rounding:
+
+* the rank-1 update ``W ← W − c φ_in ⊗ δ`` is one elementwise loop, vectorised over the minor
+  axis only when that axis is long: a layer with few neurons and many inputs (an output
+  layer ``200 → 10``) keeps ``W^l`` transposed, ``(N_l, fan_in)``, during the epoch;
+* a product of a vector with a small matrix, or one whose output has few entries, is a
+  broadcast sum rather than a matrix-product call (whose fixed cost dominates there);
+* the next sample is fetched into the loop's carry one step ahead, so no kernel reads it
+  through an index (an indexed read in the minor axis of the update loop stops XLA from
+  vectorising it: measured 13x slower on ``100 × 200``);
+* a network too large for a core's cache defers the rank-1 updates of its large layers over
+  blocks of ``16`` samples and applies them as one matrix product; every sample still sees
+  the weights left by the one before (see :class:`_Weights`), so this is Algorithm 1 up to
+  floating-point rounding.
+
+On a CPU the per-sample loop is compiled with :data:`SEQUENTIAL_CPU`: its steps are too small
+and too sequential to share between cores. Those are XLA:CPU options, not part of JAX's API:
+:func:`sequential_cpu_options` keeps the ones the installed jaxlib accepts (probed once), and
+:class:`SequentialJit` compiles with them.
 """
 
 from __future__ import annotations
@@ -22,6 +40,7 @@ from __future__ import annotations
 import functools
 import warnings
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,102 +51,199 @@ from bpjax.backward import delta_rule, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
 
-__all__ = ["SEQUENTIAL_CPU", "TINY", "SequentialJit", "algorithm1_epoch", "sample_gradient",
-           "sequential", "sequential_cpu_options"]
+__all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "SequentialJit", "algorithm1_epoch", "layer_plan",
+           "network_plan", "sample_gradient", "sequential", "sequential_cpu_options"]
 
-_BLOCK = 16  # samples whose rank-1 updates of a large layer are deferred, then applied at once
-_DEFER_MIN = 4096  # a layer's updates are deferred when its W^l has at least this many entries
 TINY = 40  # networks with at most this many weights: XLA compiles their whole per-sample
 # loop into one kernel, which unrolling the scan would prevent (a 10x loss)
 
+# The cost model of a step, from single-kernel loops measured on XLA:CPU (jaxlib 0.10, one
+# core, float32 and float64; benchmarks/grid.py reports the whole steps):
+_WIDE = 40  # an elementwise loop over (R, C) is vectorised only from C ≈ 40 on: below, about
+# 0.3 ns an entry, above 0.05 (e.g. the update of 512 × 32: 5.5 µs, of 32 × 512: 0.8 µs)
+_NARROW = 8  # a product whose output has at most this many entries is a broadcast sum: the
+# matrix-product call costs ~4 ns a row there (1 × 512 @ 512 × 3: 2.1 µs, the sum 0.4 µs)
+_L1_BYTES = 32 * 1024  # v @ S as a broadcast sum over the rows of S: cheaper than the call
+# while S fits a core's L1 cache and has at most 32 rows (8 × 512: 0.22 vs 0.24 µs;
+# 32 × 512: 1.2 vs 0.76)
+_CACHE_BYTES = 1 << 20  # a core's L2 cache: weights beyond it stream from L3 on every pass
+_BLOCK = 16  # samples whose rank-1 updates of a deferred layer are applied at once
+_DEFER_MIN = 1 << 14  # entries of a layer worth deferring, in a network beyond _CACHE_BYTES
 
-class _DeferredW:
-    """A layer's weights ``w^l_{j≥1,k}`` in the middle of a block of samples: ``W + Aᵀ B``.
 
-    Algorithm 1 changes every weight after every sample by a rank-1 term,
-    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``. Inside a block the terms are kept as the rows of
+class Plan(NamedTuple):
+    """How one layer's weights ``W^l`` (``fan_in × N_l``) are kept and applied in a step.
+
+    Attributes:
+      transposed: ``W^l`` is kept as ``(N_l, fan_in)`` during the epoch.
+      forward_sum: ``a^l = φ_in W^l`` is a broadcast sum rather than a matrix product.
+      backward_sum: equation (3), ``W^l δ^l``, is a broadcast sum rather than a matrix product.
+      deferred: the rank-1 updates are deferred over blocks of samples (see :class:`_Weights`).
+    """
+
+    transposed: bool = False
+    forward_sum: bool = False
+    backward_sum: bool = False
+    deferred: bool = False
+
+
+def _row_sum(R: int, C: int, itemsize: int) -> bool:
+    """Whether ``v @ S`` for ``S`` of shape ``(R, C)`` is cheaper as a broadcast sum."""
+    return C <= _NARROW or (R <= 32 and R * C * itemsize <= _L1_BYTES)
+
+
+def layer_plan(fan_in: int, size: int, itemsize: int, deferred: bool = False) -> Plan:
+    """The :class:`Plan` of a layer with ``fan_in`` inputs and ``size`` neurons.
+
+    Args:
+      fan_in: the number of rows ``j ≥ 1`` of ``W^l``.
+      size: ``N_l``.
+      itemsize: bytes per weight (4 for float32, 8 for float64).
+      deferred: whether the layer's updates are deferred (see :func:`network_plan`).
+    """
+    transposed = size < _WIDE and fan_in > size  # the update loop then runs over fan_in
+    R, C = (size, fan_in) if transposed else (fan_in, size)  # the kept matrix S
+    row_sum = _row_sum(R, C, itemsize)  # v @ S
+    col_sum = C <= _NARROW  # S @ u
+    return Plan(transposed=transposed,
+                forward_sum=col_sum if transposed else row_sum,
+                backward_sum=row_sum if transposed else col_sum,
+                deferred=deferred)
+
+
+def network_plan(net, itemsize: int, masks=None) -> tuple[Plan, ...]:
+    """The :class:`Plan` of every layer of ``net`` for a per-sample loop.
+
+    A network whose weights exceed a core's L2 cache (:data:`_CACHE_BYTES`) defers the updates
+    of its layers of at least :data:`_DEFER_MIN` weights that no mask touches: those then
+    stream from memory twice a sample (the forward and backward products) instead of four
+    times (and the update's read and write), at the price of one matrix product a block.
+    """
+    masks = masks if masks is not None else (None,) * net.depth
+    big = sum(net.fan_in(l) * net.layer(l).size for l in range(1, net.depth + 1)) * itemsize
+    return tuple(
+        layer_plan(net.fan_in(l), net.layer(l).size, itemsize,
+                   deferred=(big > _CACHE_BYTES and masks[l - 1] is None
+                             and net.fan_in(l) * net.layer(l).size >= _DEFER_MIN))
+        for l in range(1, net.depth + 1))
+
+
+def _vm(v, S, as_sum):
+    """``v @ S``: the sum over the rows of ``S``."""
+    return (v[:, None] * S).sum(0) if as_sum else v @ S
+
+
+def _mv(S, u, as_sum):
+    """``S @ u``: the sum over the columns of ``S``."""
+    return (S * u).sum(1) if as_sum else S @ u
+
+
+class _Weights:
+    """A layer's weights ``w^l_{j≥1,k}`` in a step, kept and applied as its :class:`Plan` says.
+
+    ``S`` is ``W`` or, transposed, ``Wᵀ``. A deferred layer in the middle of a block of samples
+    is ``W + Aᵀ B``: Algorithm 1 changes every weight after every sample by a rank-1 term,
+    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``; inside a block the terms are kept as the rows of
     ``A = −(η/N) [φ_in(x_i)]`` ``(block, fan_in)`` and ``B = [δ^l(x_i)]`` ``(block, N_l)`` (zero
     rows for samples to come), and the current weights are applied to vectors without being
     formed — the same numbers as the updated matrix, up to rounding. One matrix product folds
-    them into ``W`` at the end of the block: the large matrix is read twice per sample and
-    written once per block, instead of read three times and written once per sample.
+    them into ``S`` at the end of the block (:func:`_fold`).
     """
 
-    __slots__ = ("W", "A", "B")
+    __slots__ = ("S", "A", "B", "plan")
 
-    def __init__(self, W, A, B):
-        self.W, self.A, self.B = W, A, B
+    def __init__(self, S, A, B, plan):
+        self.S, self.A, self.B, self.plan = S, A, B, plan
 
     def __rmatmul__(self, h):  # a^l = φ_in (W + Aᵀ B)
-        return h @ self.W + (self.A @ h) @ self.B
+        p = self.plan
+        a = _mv(self.S, h, p.forward_sum) if p.transposed else _vm(h, self.S, p.forward_sum)
+        return a if self.A is None else a + (self.A @ h) @ self.B
 
     def __matmul__(self, d):  # equation (3): (W + Aᵀ B) δ
-        return self.W @ d + (self.B @ d) @ self.A
+        p = self.plan
+        g = _vm(d, self.S, p.backward_sum) if p.transposed else _mv(self.S, d, p.backward_sum)
+        return g if self.A is None else g + (self.B @ d) @ self.A
 
 
-def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
+def _fold(S, A, B, plan):
+    """``S`` with a block's deferred terms ``Aᵀ B`` added (``Bᵀ A`` if kept transposed)."""
+    if A is None:
+        return S
+    return S + (B.T @ A if plan.transposed else A.T @ B)
+
+
+def _sample_sgd_step(net, plans, eta_over_N, masks, X, Y, carry, index):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
-    ``theta = (w0, W, A, B)``: the biases and weights of :func:`bpjax.forward.split`, and for
-    each layer whose updates are deferred the factors of :class:`_DeferredW` (else ``None``).
-    The forward pass, the hand-written deltas and the updates are fused in one step.
+    ``carry = (w0, S, A, B, x, y)``: the biases and weights of :func:`bpjax.forward.split` (``S``
+    kept as :class:`Plan` says), for each deferred layer the factors of :class:`_Weights`
+    (else ``None``), and the sample ``(x_i, y_i)``. ``index = (j, k)``: the row of ``X`` and
+    ``Y`` to fetch for the next step, and the sample's place in its block. The forward pass,
+    the hand-written deltas and the updates are fused in one step.
     """
-    w0, W, A, B = theta
-    x, y, i = sample  # i: the sample's place in its block
-    weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
+    w0, S, A, B, x, y = carry
+    j, k = index
+    weights = tuple(_Weights(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
     tr = propagate_split(net, w0, weights, x)
     delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
     g0, gW = sample_weight_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
-    W, A, B = list(W), list(A), list(B)
-    for l in range(1, net.depth + 1):
+    S, A, B = list(S), list(A), list(B)
+    for l, p in enumerate(plans, start=1):
         if A[l - 1] is None:
-            W[l - 1] = apply_update(W[l - 1], -eta_over_N * gW[l - 1], mW[l - 1])
+            g = gW[l - 1].T if p.transposed else gW[l - 1]
+            S[l - 1] = apply_update(S[l - 1], -eta_over_N * g, mW[l - 1])
         else:  # gW[l-1] = φ_in ⊗ δ^l, kept as its two factors
             phi_in = layer_inputs(net, tr.phi, l)
-            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * phi_in, i, 0)
-            B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], i, 0)
-    return (w0, tuple(W), tuple(A), tuple(B)), None
+            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * phi_in, k, 0)
+            B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], k, 0)
+    x, y = (jax.lax.dynamic_index_in_dim(V, j, keepdims=False) for V in (X, Y))
+    return (w0, tuple(S), tuple(A), tuple(B), x, y), None
 
 
 def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
 
-    Large layers defer their rank-1 updates over blocks of ``_BLOCK`` samples (see
-    :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small networks, step directly.
+    Each layer is kept and applied as :func:`network_plan` says; deferred layers fold their
+    updates in every ``_BLOCK`` samples, and the ``N mod _BLOCK`` last samples step directly.
     """
+    plans = network_plan(net, X.dtype.itemsize, masks)
     masks = masks if masks is not None else (None,) * net.depth
     m0 = tuple(None if m is None else m[0] for m in masks)
-    mW = tuple(None if m is None else m[1:] for m in masks)
-    step = partial(_sample_sgd_step, net, eta_over_N, (m0, mW))
+    mW = tuple(None if m is None else (m[1:].T if p.transposed else m[1:])
+               for m, p in zip(masks, plans))
+    step = partial(_sample_sgd_step, net, plans, eta_over_N, (m0, mW), X, Y)
     w0, W = split(params)
+    S = tuple(w.T if p.transposed else w for w, p in zip(W, plans))
     none = (None,) * net.depth
-    deferred = tuple(m is None and w.shape[0] * w.shape[1] >= _DEFER_MIN for w, m in zip(W, mW))
     N = X.shape[0]
-    blocks = N // _BLOCK if any(deferred) else 0
+    following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the sample each step fetches
+    place = jnp.arange(N) % _BLOCK
+    unroll = 1 if net.num_params <= TINY else 2
+    carry = (w0, S, none, none, X[0], Y[0])
+    blocks = N // _BLOCK if any(p.deferred for p in plans) else 0
     if blocks:
-        def block(theta, xy):
-            w0, W = theta
-            A = tuple(jnp.zeros((_BLOCK, w.shape[0]), w.dtype) if d else None
-                      for w, d in zip(W, deferred))
-            B = tuple(jnp.zeros((_BLOCK, w.shape[1]), w.dtype) if d else None
-                      for w, d in zip(W, deferred))
-            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B), (*xy, jnp.arange(_BLOCK)),
-                                            unroll=2)
-            W = tuple(w if a is None else w + a.T @ b for w, a, b in zip(W, A, B))
-            return (w0, W), None
+        def block(carry, index):
+            w0, S, _, _, x, y = carry
+            A = tuple(jnp.zeros((_BLOCK, net.fan_in(l)), X.dtype) if p.deferred else None
+                      for l, p in enumerate(plans, start=1))
+            B = tuple(jnp.zeros((_BLOCK, net.layer(l).size), X.dtype) if p.deferred else None
+                      for l, p in enumerate(plans, start=1))
+            (w0, S, A, B, x, y), _ = jax.lax.scan(step, (w0, S, A, B, x, y), index,
+                                                  unroll=unroll)
+            S = tuple(_fold(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
+            return (w0, S, none, none, x, y), None
 
         n = blocks * _BLOCK
-        Xb = X[:n].reshape(blocks, _BLOCK, X.shape[1])
-        Yb = Y[:n].reshape(blocks, _BLOCK, Y.shape[1])
-        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb))
-        X, Y = X[n:], Y[n:]
-    if X.shape[0]:
-        unroll = 1 if net.num_params <= TINY else 2
-        zeros = jnp.zeros(X.shape[0], jnp.int32)
-        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros), unroll=unroll)
-    return join(w0, W)
+        index = (following[:n].reshape(blocks, _BLOCK), place[:n].reshape(blocks, _BLOCK))
+        carry, _ = jax.lax.scan(block, carry, index)
+        following, place = following[n:], place[n:]
+    if following.shape[0]:
+        carry, _ = jax.lax.scan(step, carry, (following, place), unroll=unroll)
+    w0, S = carry[0], carry[1]
+    return join(w0, tuple(s.T if p.transposed else s for s, p in zip(S, plans)))
 
 
 def sample_gradient(net, params, x, y, N):
