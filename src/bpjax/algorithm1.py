@@ -66,6 +66,7 @@ _NARROW = 8  # a product whose output has at most this many entries is a broadca
 _L1_BYTES = 32 * 1024  # v @ S as a broadcast sum over the rows of S: cheaper than the call
 # while S fits a core's L1 cache and has at most 32 rows (8 × 512: 0.22 vs 0.24 µs;
 # 32 × 512: 1.2 vs 0.76)
+_UNROLL_MAX = 4096  # networks with more weights step one sample per loop iteration
 _CACHE_BYTES = 1 << 20  # a core's L2 cache: weights beyond it stream from L3 on every pass
 _BLOCK = 16  # samples whose rank-1 updates of a deferred layer are applied at once
 _DEFER_MIN = 1 << 14  # entries of a layer worth deferring, in a network beyond _CACHE_BYTES
@@ -221,7 +222,7 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     N = X.shape[0]
     following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the sample each step fetches
     place = jnp.arange(N) % _BLOCK
-    unroll = 1 if net.num_params <= TINY else 2
+    unroll = 2 if TINY < net.num_params <= _UNROLL_MAX else 1
     carry = (w0, S, none, none, X[0], Y[0])
     blocks = N // _BLOCK if any(p.deferred for p in plans) else 0
     if blocks:

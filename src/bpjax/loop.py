@@ -261,16 +261,25 @@ def result(config, loop, losses, val_losses) -> FitResult:
         converged=loop.converged,
         stopped_early=loop.stopped_early,
         diverged=loop.diverged,
-        diverged_epoch=jnp.where(loop.diverged, loop.done + 1, 0),
+        diverged_epoch=(loop.done + 1) * loop.diverged,  # arithmetic: arrays or numpy alike
     )
+
+
+_SCALARS = ("epoch", "done", "best_epoch", "converged", "stopped_early", "diverged")
 
 
 def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
     """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
-    into arrays and the scalars made Python ints and bools."""
+    into arrays and the scalars made Python ints and bools.
+
+    The scalars are read from the host once each (they are ready: :func:`drive` has waited
+    for them) and combined there: no operation is dispatched for them.
+    """
     # device_put, not jnp.asarray: a history of a new length must not compile anything
     losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
-    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
+    val_losses = (jax.device_put(np.concatenate(val_losses) if val_losses else
+                                 np.zeros(0, dtype)) if config.validate else None)
+    loop = loop._replace(**{k: to_host(getattr(loop, k)) for k in _SCALARS})
     r = result(config, loop, losses, val_losses)
     return r._replace(
         epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),

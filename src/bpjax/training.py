@@ -101,7 +101,7 @@ are, and no warning can be issued (read ``result.diverged``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bpjax import minibatch
@@ -227,7 +227,7 @@ def fit(
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
     def run(loop, n):
-        return loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
+        return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
 
     loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
                              chunk=CHUNK)
