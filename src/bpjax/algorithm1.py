@@ -24,9 +24,9 @@ for each layer and from its shape alone, the layout that the measurements behind
 * the next sample is fetched into the loop's carry one step ahead, so no kernel reads it
   through an index (an indexed read in the minor axis of the update loop stops XLA from
   vectorising it: measured 13x slower on ``100 × 200``);
-* a network too large for a core's cache defers the rank-1 updates of its large layers over
-  blocks of ``16`` samples and applies them as one matrix product; every sample still sees
-  the weights left by the one before (see :class:`_Weights`), so this is Algorithm 1 up to
+* a large layer (``≥ 32768`` weights, none of them masked) defers its rank-1 updates over
+  blocks of ``16`` samples and folds them in at once; every sample still sees the weights
+  left by the one before (see :class:`_Weights`), so this is Algorithm 1 up to
   floating-point rounding.
 
 On a CPU the per-sample loop is compiled with :data:`SEQUENTIAL_CPU`: its steps are too small
@@ -67,9 +67,11 @@ _L1_BYTES = 32 * 1024  # v @ S as a broadcast sum over the rows of S: cheaper th
 # while S fits a core's L1 cache and has at most 32 rows (8 × 512: 0.22 vs 0.24 µs;
 # 32 × 512: 1.2 vs 0.76)
 _UNROLL_MAX = 4096  # networks with more weights step one sample per loop iteration
-_CACHE_BYTES = 1 << 20  # a core's L2 cache: weights beyond it stream from L3 on every pass
-_BLOCK = 16  # samples whose rank-1 updates of a deferred layer are applied at once
-_DEFER_MIN = 1 << 14  # entries of a layer worth deferring, in a network beyond _CACHE_BYTES
+_BLOCK = 16  # samples whose rank-1 updates of a deferred layer are folded in at once
+_DEFER_MIN = 1 << 15  # entries of a layer worth deferring: the update pass costs ~0.045 ns an
+# entry in L2 (≥ 0.07 beyond), folding a block of 16 in ~0.026 (_fold), the four products
+# with the factors ~0.6 µs a sample: deferring pays from ~32K entries (measured: 128-512-512-
+# 512-10, 107 → 85 µs a step; 64-256-256-1 and 100-200-10 unchanged; 64 × 64 layers 2.7 → 3.5)
 
 
 class Plan(NamedTuple):
@@ -102,7 +104,7 @@ def layer_plan(fan_in: int, size: int, itemsize: int, deferred: bool = False) ->
       itemsize: bytes per weight (4 for float32, 8 for float64).
       deferred: whether the layer's updates are deferred (see :func:`network_plan`).
     """
-    transposed = size < _WIDE and fan_in > size  # the update loop then runs over fan_in
+    transposed = size < _WIDE <= fan_in  # the update loop then runs over fan_in
     R, C = (size, fan_in) if transposed else (fan_in, size)  # the kept matrix S
     row_sum = _row_sum(R, C, itemsize)  # v @ S
     col_sum = C <= _NARROW  # S @ u
@@ -115,16 +117,15 @@ def layer_plan(fan_in: int, size: int, itemsize: int, deferred: bool = False) ->
 def network_plan(net, itemsize: int, masks=None) -> tuple[Plan, ...]:
     """The :class:`Plan` of every layer of ``net`` for a per-sample loop.
 
-    A network whose weights exceed a core's L2 cache (:data:`_CACHE_BYTES`) defers the updates
-    of its layers of at least :data:`_DEFER_MIN` weights that no mask touches: those then
-    stream from memory twice a sample (the forward and backward products) instead of four
-    times (and the update's read and write), at the price of one matrix product a block.
+    Layers of at least :data:`_DEFER_MIN` weights that no mask touches defer their updates
+    over blocks of :data:`_BLOCK` samples: their weights are then read twice a sample (the
+    forward and backward products) instead of read three times and written once, at the
+    price of folding each block in (:func:`_fold`) and four small products a sample.
     """
     masks = masks if masks is not None else (None,) * net.depth
-    big = sum(net.fan_in(l) * net.layer(l).size for l in range(1, net.depth + 1)) * itemsize
     return tuple(
         layer_plan(net.fan_in(l), net.layer(l).size, itemsize,
-                   deferred=(big > _CACHE_BYTES and masks[l - 1] is None
+                   deferred=(masks[l - 1] is None
                              and net.fan_in(l) * net.layer(l).size >= _DEFER_MIN))
         for l in range(1, net.depth + 1))
 
@@ -168,10 +169,16 @@ class _Weights:
 
 
 def _fold(S, A, B, plan):
-    """``S`` with a block's deferred terms ``Aᵀ B`` added (``Bᵀ A`` if kept transposed)."""
+    """``S`` with a block's deferred terms ``Aᵀ B`` added (``Bᵀ A`` if kept transposed).
+
+    A broadcast sum over the block's rows: one loop vectorised over ``S``'s minor axis, which
+    XLA:CPU runs faster than its matrix-product call for a block of 16 rows (512 × 512: 79
+    against 55 GFLOP/s).
+    """
     if A is None:
         return S
-    return S + (B.T @ A if plan.transposed else A.T @ B)
+    U, V = (B, A) if plan.transposed else (A, B)
+    return S + (U[:, :, None] * V[:, None, :]).sum(0)
 
 
 def _sample_sgd_step(net, plans, eta_over_N, masks, X, Y, carry, index):
@@ -193,8 +200,8 @@ def _sample_sgd_step(net, plans, eta_over_N, masks, X, Y, carry, index):
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
     S, A, B = list(S), list(A), list(B)
     for l, p in enumerate(plans, start=1):
-        if A[l - 1] is None:
-            g = gW[l - 1].T if p.transposed else gW[l - 1]
+        if A[l - 1] is None:  # (structural zeros: their mask in mW keeps them)
+            g = jnp.outer(delta[l], layer_inputs(net, tr.phi, l)) if p.transposed else gW[l - 1]
             S[l - 1] = apply_update(S[l - 1], -eta_over_N * g, mW[l - 1])
         else:  # gW[l-1] = φ_in ⊗ δ^l, kept as its two factors
             phi_in = layer_inputs(net, tr.phi, l)
