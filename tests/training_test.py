@@ -151,8 +151,8 @@ def test_batch_size_1_on_a_dag_with_structural_zeros():
         assert np.all(np.asarray(w)[~DAG.structure(l)] == 0)  # structural zeros stay 0
 
 
-# Layers with at least 4096 weights defer their rank-1 updates over blocks of 16 samples;
-# N = 37 gives two blocks and a tail of 5 samples stepped directly.
+# Wider layers: the output layer kept transposed and equation (3) through it a broadcast sum
+# (bpjax.algorithm1.layer_plan; tests/algorithm1_test.py has every layout, deferral included).
 WIDE = bp.Network(16, [bp.Layer(64, "tanh"), bp.Layer(64, ("logistic",) * 32 + ("tanh",) * 32),
                        bp.Layer(2, "identity")])
 WIDE_DAG = bp.Network(8, [bp.Layer(64, "tanh"), bp.Layer(64, "tanh"),
