@@ -38,8 +38,12 @@ from conftest import random_data, random_params, reference_grad
     (16, 512, 4, Plan(forward_sum=True)),
     # 64 → 5: kept (5, 64); S @ φ sums 64 columns; δ @ S sums 5 rows.
     (64, 5, 8, Plan(transposed=True, backward_sum=True)),
-    # 30 → 5: fan_in < 40, not transposed; φ @ W: 5 outputs (≤ 8): a sum; W @ δ: 5 columns.
+    # 30 → 5: fan_in < 40, not transposed; φ @ W: 5 outputs (≤ 8): a sum; W @ δ: rows of
+    # 5 × 4 bytes (≤ 32): a sum.
     (30, 5, 4, Plan(forward_sum=True, backward_sum=True)),
+    # 30 → 8: rows of 32 bytes in float32 (a sum), of 64 in float64 (a call).
+    (30, 8, 4, Plan(forward_sum=True, backward_sum=True)),
+    (30, 8, 8, Plan(forward_sum=True)),
 ])
 def test_layer_plan(fan_in, size, itemsize, plan):
     assert layer_plan(fan_in, size, itemsize) == plan

@@ -61,8 +61,10 @@ TINY = 40  # networks with at most this many weights: XLA compiles their whole p
 # core, float32 and float64; benchmarks/grid.py reports the whole steps):
 _WIDE = 40  # an elementwise loop over (R, C) is vectorised only from C ≈ 40 on: below, about
 # 0.3 ns an entry, above 0.05 (e.g. the update of 512 × 32: 5.5 µs, of 32 × 512: 0.8 µs)
-_NARROW = 8  # a product whose output has at most this many entries is a broadcast sum: the
-# matrix-product call costs ~4 ns a row there (1 × 512 @ 512 × 3: 2.1 µs, the sum 0.4 µs)
+_NARROW = 8  # v @ S with at most this many columns is a broadcast sum: the matrix-product
+# call costs ~4 ns a row there (1 × 512 @ 512 × 3: 2.1 µs, the sum 0.4 µs)
+_ROW_BYTES = 32  # S @ u is a broadcast sum while a row of S is at most this long (one vector
+# register: 8 float32 or 4 float64; 512 × 3 @ 3: 0.6 µs as a call, 0.18 as a sum)
 _L1_BYTES = 32 * 1024  # v @ S as a broadcast sum over the rows of S: cheaper than the call
 # while S fits a core's L1 cache and has at most 32 rows (8 × 512: 0.22 vs 0.24 µs;
 # 32 × 512: 1.2 vs 0.76)
@@ -107,7 +109,7 @@ def layer_plan(fan_in: int, size: int, itemsize: int, deferred: bool = False) ->
     transposed = size < _WIDE <= fan_in  # the update loop then runs over fan_in
     R, C = (size, fan_in) if transposed else (fan_in, size)  # the kept matrix S
     row_sum = _row_sum(R, C, itemsize)  # v @ S
-    col_sum = C <= _NARROW  # S @ u
+    col_sum = C * itemsize <= _ROW_BYTES  # S @ u
     return Plan(transposed=transposed,
                 forward_sum=col_sum if transposed else row_sum,
                 backward_sum=row_sum if transposed else col_sum,
