@@ -196,7 +196,8 @@ def _compiled_loop_text(batch_size):
                                       prep.epoch, chunk=fit_loop.CHUNK)
     sequential = algorithm1.sequential(prep.config, prep.data)
     jit = training._loop_sequential_jit if sequential else training._loop_jit
-    text = jit.lower(WIDE, None, prep.config, loop, prep.data, prep.hyper,
+    weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
+    text = jit.lower(WIDE, None, prep.config, weights, state, prep.data, prep.hyper,
                      jnp.asarray(1, jnp.int32)).compile().as_text()
     return sequential, text
 

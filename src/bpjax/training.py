@@ -113,6 +113,7 @@ from bpjax.loop import (
     FitResult,
     check_on_divergence,
     drive,
+    fresh_state,
     host_result,
     initial_state,
     initial_state_jit,
@@ -124,9 +125,18 @@ from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
 
-_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
-_loop_jit = jax.jit(minibatch.run, **_LOOP_STATIC)
-_loop_sequential_jit = SequentialJit(minibatch.run, **_LOOP_STATIC)
+def _run_apart(net, optimizer, config, weights, state, data, hyper, n):
+    """:func:`bpjax.minibatch.run` with the weights ``(params, opt_state)`` given apart from the
+    rest of the loop state: ``state`` is donated (the loop reuses its buffers), the weights
+    are not, so that a fit can start from the caller's arrays without copying them first."""
+    params, opt_state = weights
+    return minibatch.run(net, optimizer, config,
+                         state._replace(params=params, opt_state=opt_state), data, hyper, n)
+
+
+_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("state",))
+_loop_jit = jax.jit(_run_apart, **_LOOP_STATIC)
+_loop_sequential_jit = SequentialJit(_run_apart, **_LOOP_STATIC)
 
 
 def fit(
@@ -227,10 +237,15 @@ def fit(
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
     def run(loop, n):
-        return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
+        weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
+        return loop_jit(net, optimizer, config, weights, state, data, hyper, np.int32(n))
 
-    loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
-                             chunk=CHUNK)
+    if config.restore_best or mesh is not None:  # the best weights are copies; mesh placement
+        loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
+                                 chunk=CHUNK)
+    else:  # built on the host: no dispatch before the loop's
+        loop = fresh_state(np, prep.params[0].dtype, prep.epoch, CHUNK)._replace(
+            params=prep.params, opt_state=prep.opt_state)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
