@@ -171,3 +171,19 @@ def test_float32_epoch_keeps_float32(monkeypatch):
     monkeypatch.setattr(algorithm1, "_DEFER_MIN", 1)
     assert_algorithm1(DEFER_DAG, N=37, seed=3, dtype=jnp.float32)
     assert jax.config.jax_enable_x64  # the float64 reference needs it; the library never sets it
+
+
+def test_vector_width_follows_the_widest_layer():
+    from bpjax.algorithm1 import vector_width
+
+    assert vector_width(bp.Network(300, [bp.Layer(255, "tanh"), bp.Layer(1)])) == 256
+    assert vector_width(bp.Network(3, [bp.Layer(256, "tanh"), bp.Layer(1)])) == 512
+
+
+def test_fit_compiles_a_narrow_network_for_256_bit_vectors():
+    from bpjax import training
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the per-sample loop's options are XLA:CPU's")
+    assert_algorithm1(NARROW, N=3, seed=4)
+    assert 256 in training._loop_sequential_jit.jits

@@ -52,7 +52,8 @@ from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "SequentialJit", "algorithm1_epoch", "layer_plan",
-           "network_plan", "sample_gradient", "sequential", "sequential_cpu_options"]
+           "network_plan", "sample_gradient", "sequential", "sequential_cpu_options",
+           "vector_width"]
 
 TINY = 40  # networks with at most this many weights: XLA compiles their whole per-sample
 # loop into one kernel, which unrolling the scan would prevent (a 10x loss)
@@ -273,13 +274,24 @@ def sample_gradient(net, params, x, y, N):
 # * Copy insertion with region analysis drops the copies XLA otherwise makes of the carried
 #   factors of _DeferredW in every step.
 # * YNNPACK fusions cost ~0.1 ms to launch: 7x the whole loss (1) of a small network each epoch.
-# * 512-bit vectors where the CPU has them: the matrix-vector products of a step (W1: -15%).
+# * 512-bit vectors where the CPU has them: the matrix-vector products of a step (W1: -15%);
+#   fit compiles a network whose layers are all narrower than 256 neurons with 256-bit vectors
+#   (vector_width): its loops are short, and 3-10% faster so (16-64-64-64-3, 100-200-10,
+#   10-16-16-16-16-10), where 256-neuron layers are 2-7% faster with 512 bits.
 SEQUENTIAL_CPU = {
     "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
     "xla_cpu_copy_insertion_use_region_analysis": True,
     "xla_cpu_experimental_ynn_fusion_type": "",
     "xla_cpu_prefer_vector_width": 512,
 }
+
+
+_WIDE_NETWORK = 256  # neurons in a layer from which the loop is compiled for 512-bit vectors
+
+
+def vector_width(net) -> int:
+    """The vector width (bits) that ``net``'s per-sample loop prefers (see SEQUENTIAL_CPU)."""
+    return 512 if max(net.sizes[1:]) >= _WIDE_NETWORK else 256
 
 
 def sequential(config, data) -> bool:
@@ -328,25 +340,39 @@ def sequential_cpu_options() -> dict:
 class SequentialJit:
     """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`sequential_cpu_options`.
 
-    The ``jax.jit`` object is made on first use, so importing bpjax probes nothing and starts
-    no backend. Calls and attributes (``lower``, ...) go to it.
+    With ``width`` (a function of the network, ``fun``'s first argument, such as
+    :func:`vector_width`), the option ``xla_cpu_prefer_vector_width`` is set per network:
+    one ``jax.jit`` object per width. The ``jax.jit`` objects are made on first use, so
+    importing bpjax probes nothing and starts no backend. Calls go to the network's one,
+    attributes (``lower``, ...) to the one with :data:`SEQUENTIAL_CPU`'s width.
     """
 
-    def __init__(self, fun, **jit_kwargs):
-        self.fun, self.jit_kwargs = fun, jit_kwargs
+    def __init__(self, fun, width=None, **jit_kwargs):
+        self.fun, self.width, self.jit_kwargs = fun, width, jit_kwargs
+        self.jits = {}
 
-    @functools.cached_property
+    def jit(self, width=None):
+        """The ``jax.jit`` object for ``width`` bits (``None``: SEQUENTIAL_CPU's), made once."""
+        if width not in self.jits:
+            options = sequential_cpu_options()
+            if width is not None and "xla_cpu_prefer_vector_width" in options:
+                options = {**options, "xla_cpu_prefer_vector_width": width}
+            self.jits[width] = (jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
+                                if options else jax.jit(self.fun, **self.jit_kwargs))
+        return self.jits[width]
+
+    @property
     def jitted(self):
-        """The ``jax.jit`` object, made with the accepted options on first use."""
-        options = sequential_cpu_options()
-        if not options:  # a jaxlib that takes none of them: no compiler_options at all
-            return jax.jit(self.fun, **self.jit_kwargs)
-        return jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
+        """The ``jax.jit`` object with the accepted options as they are."""
+        return self.jit()
 
     def __call__(self, *args, **kwargs):
-        return self.jitted(*args, **kwargs)
+        if self.width is None:
+            return self.jitted(*args, **kwargs)
+        net = args[0] if args else kwargs["net"]
+        return self.jit(self.width(net))(*args, **kwargs)
 
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("fun", "jit_kwargs"):
+        if name.startswith("__") or name in ("fun", "width", "jit_kwargs", "jits"):
             raise AttributeError(name)
         return getattr(self.jitted, name)

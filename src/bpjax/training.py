@@ -105,7 +105,7 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential
+from bpjax.algorithm1 import SequentialJit, sequential, vector_width
 from bpjax.arguments import is_traced, prepare
 from bpjax.distributed import data_parallel, on_mesh
 from bpjax.loop import (
@@ -136,7 +136,7 @@ def _run_apart(net, optimizer, config, weights, state, data, hyper, n):
 
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("state",))
 _loop_jit = jax.jit(_run_apart, **_LOOP_STATIC)
-_loop_sequential_jit = SequentialJit(_run_apart, **_LOOP_STATIC)
+_loop_sequential_jit = SequentialJit(_run_apart, width=vector_width, **_LOOP_STATIC)
 
 
 def fit(
