@@ -61,11 +61,14 @@ weight. Structural zeros (``bias=False``, absent connections) never change eithe
 
 **Speed.** The per-sample step is one fused jitted body on vectors: forward pass, deltas
 (equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, with the biases kept apart
-from the other weights. A large layer (``≥ 4096`` weights, none of them clamped or structural
-zeros) defers its rank-1 updates over blocks of 16 samples and applies them as one matrix
-product; every sample still sees the weights left by the one before (see :mod:`bpjax.algorithm1`),
-so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
-in float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
+from the other weights. Each layer is kept and applied in the layout its shape makes cheapest
+(:func:`bpjax.algorithm1.layer_plan`: transposed for a long update loop, products as
+broadcast sums where the matrix-product call would dominate), and the next sample is fetched
+one step ahead. A large layer (``≥ 32768`` weights, none of them clamped or structural zeros)
+defers its rank-1 updates over blocks of 16 samples and folds them in at once; every sample
+still sees the weights left by the one before (see :mod:`bpjax.algorithm1`), so this is
+Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10`` in
+float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
 ``bpjax.algorithm1.SEQUENTIAL_CPU``): its steps are too small and too sequential to share
 between cores.
 (Called inside your own ``jax.jit``, ``fit`` is compiled with that function's options.)
