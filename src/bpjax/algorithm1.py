@@ -184,17 +184,15 @@ def _fold(S, A, B, plan):
     return S + (U[:, :, None] * V[:, None, :]).sum(0)
 
 
-def _sample_sgd_step(net, plans, eta_over_N, masks, X, Y, carry, index):
+def _sample_sgd_step(net, plans, eta_over_N, masks, theta, x, y, k):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
-    ``carry = (w0, S, A, B, x, y)``: the biases and weights of :func:`bpjax.forward.split` (``S``
-    kept as :class:`Plan` says), for each deferred layer the factors of :class:`_Weights`
-    (else ``None``), and the sample ``(x_i, y_i)``. ``index = (j, k)``: the row of ``X`` and
-    ``Y`` to fetch for the next step, and the sample's place in its block. The forward pass,
+    ``theta = (w0, S, A, B)``: the biases and weights of :func:`bpjax.forward.split` (``S``
+    kept as :class:`Plan` says), and for each deferred layer the factors of :class:`_Weights`
+    (else ``None``); ``(x, y)`` the sample, ``k`` its place in its block. The forward pass,
     the hand-written deltas and the updates are fused in one step.
     """
-    w0, S, A, B, x, y = carry
-    j, k = index
+    w0, S, A, B = theta
     weights = tuple(_Weights(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
     tr = propagate_split(net, w0, weights, x)
     delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
@@ -210,8 +208,7 @@ def _sample_sgd_step(net, plans, eta_over_N, masks, X, Y, carry, index):
             phi_in = layer_inputs(net, tr.phi, l)
             A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * phi_in, k, 0)
             B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], k, 0)
-    x, y = (jax.lax.dynamic_index_in_dim(V, j, keepdims=False) for V in (X, Y))
-    return (w0, tuple(S), tuple(A), tuple(B), x, y), None
+    return w0, tuple(S), tuple(A), tuple(B)
 
 
 def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
@@ -219,41 +216,55 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
 
     Each layer is kept and applied as :func:`network_plan` says; deferred layers fold their
     updates in every ``_BLOCK`` samples, and the ``N mod _BLOCK`` last samples step directly.
+    A network of at most :data:`TINY` weights scans over ``(X, Y)`` as they are: XLA compiles
+    its whole loop into one kernel, where fetching ahead only adds work.
     """
     plans = network_plan(net, X.dtype.itemsize, masks)
     masks = masks if masks is not None else (None,) * net.depth
     m0 = tuple(None if m is None else m[0] for m in masks)
     mW = tuple(None if m is None else (m[1:].T if p.transposed else m[1:])
                for m, p in zip(masks, plans))
-    step = partial(_sample_sgd_step, net, plans, eta_over_N, (m0, mW), X, Y)
+    step = partial(_sample_sgd_step, net, plans, eta_over_N, (m0, mW))
     w0, W = split(params)
     S = tuple(w.T if p.transposed else w for w, p in zip(W, plans))
     none = (None,) * net.depth
+    if net.num_params <= TINY:
+        (w0, S, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, *xy, 0), None),
+                                        (w0, S, none, none), (X, Y))
+        return join(w0, S)  # (a tiny network keeps no layer transposed: fan_in < _WIDE)
+
+    def fetched(carry, index):  # steps on the sample in the carry, fetches row j for the next
+        theta, (x, y) = carry
+        j, k = index
+        theta = step(theta, x, y, k)
+        return (theta, tuple(jax.lax.dynamic_index_in_dim(V, j, keepdims=False)
+                             for V in (X, Y))), None
+
     N = X.shape[0]
-    following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the sample each step fetches
+    following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the row each step fetches
     place = jnp.arange(N) % _BLOCK
-    unroll = 2 if TINY < net.num_params <= _UNROLL_MAX else 1
-    carry = (w0, S, none, none, X[0], Y[0])
+    unroll = 2 if net.num_params <= _UNROLL_MAX else 1
+    carry = ((w0, S, none, none), (X[0], Y[0]))
     blocks = N // _BLOCK if any(p.deferred for p in plans) else 0
     if blocks:
         def block(carry, index):
-            w0, S, _, _, x, y = carry
+            (w0, S, _, _), xy = carry
             A = tuple(jnp.zeros((_BLOCK, net.fan_in(l)), X.dtype) if p.deferred else None
                       for l, p in enumerate(plans, start=1))
             B = tuple(jnp.zeros((_BLOCK, net.layer(l).size), X.dtype) if p.deferred else None
                       for l, p in enumerate(plans, start=1))
-            (w0, S, A, B, x, y), _ = jax.lax.scan(step, (w0, S, A, B, x, y), index,
+            ((w0, S, A, B), xy), _ = jax.lax.scan(fetched, ((w0, S, A, B), xy), index,
                                                   unroll=unroll)
             S = tuple(_fold(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
-            return (w0, S, none, none, x, y), None
+            return ((w0, S, none, none), xy), None
 
         n = blocks * _BLOCK
         index = (following[:n].reshape(blocks, _BLOCK), place[:n].reshape(blocks, _BLOCK))
         carry, _ = jax.lax.scan(block, carry, index)
         following, place = following[n:], place[n:]
     if following.shape[0]:
-        carry, _ = jax.lax.scan(step, carry, (following, place), unroll=unroll)
-    w0, S = carry[0], carry[1]
+        carry, _ = jax.lax.scan(fetched, carry, (following, place), unroll=unroll)
+    w0, S = carry[0][0], carry[0][1]
     return join(w0, tuple(s.T if p.transposed else s for s, p in zip(S, plans)))
 
 
