@@ -160,7 +160,10 @@ def _data(shape: Shape, N: int, seed: int):
     return X.astype(shape.dtype), Y.astype(shape.dtype)
 
 
-def _factories(shape: Shape, cfg: dict, seed: int) -> dict[str, Callable[[], Runner]]:
+def _factories(shape: Shape, cfg: dict, seed: int,
+               cpu: dict | None = None) -> dict[str, Callable[[], Runner]]:
+    """The competitors of ``shape``; with ``cpu``, each call's process CPU time is appended to
+    ``cpu[name]`` (the first call included)."""
     N, lr = cfg["N"], cfg["learning_rate"]
     net = shape.net
     with _x64(shape.dtype):
@@ -204,9 +207,26 @@ def _factories(shape: Shape, cfg: dict, seed: int) -> dict[str, Callable[[], Run
                       loss_of, "cpu")
 
     E = cfg["epochs_long"]
-    return {"bp.fit": partial(fit, 1), "jax.grad in lax.scan": partial(scan, 1),
-            "numpy loop": numpy_loop, f"bp.fit ×{E} epochs": partial(fit, E),
-            f"jax.grad in lax.scan ×{E} epochs": partial(scan, E)}
+    factories = {"bp.fit": partial(fit, 1), "jax.grad in lax.scan": partial(scan, 1),
+                 "numpy loop": numpy_loop, f"bp.fit ×{E} epochs": partial(fit, E),
+                 f"jax.grad in lax.scan ×{E} epochs": partial(scan, E)}
+    if cpu is None:
+        return factories
+    return {name: partial(_cpu_timed, make, cpu.setdefault(name, []))
+            for name, make in factories.items()}
+
+
+def _cpu_timed(make: Callable[[], Runner], times: list) -> Runner:
+    """``make()``'s runner, each call's process CPU time appended to ``times``."""
+    runner = make()
+
+    def run():
+        t0 = time.process_time()
+        out = runner.run()
+        times.append(time.process_time() - t0)
+        return out
+
+    return dataclasses.replace(runner, run=run)
 
 
 # --------------------------------------------------------------------------- the floor
@@ -307,7 +327,9 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
     rows, out, failed = [], [], []
     for i, (shape, held_out) in enumerate(shapes):
         log(f"  {shape.name} {shape.dtype}{' (held out)' if held_out else ''}")
-        t = interleave(_factories(shape, cfg, seed=100 + i), repeats, log=lambda s: None)
+        cpu: dict[str, list] = {}
+        t = interleave(_factories(shape, cfg, 100 + i, cpu), repeats, log=lambda s: None)
+        cpu_median = {k: statistics.median(v[1:]) for k, v in cpu.items()}  # first call out
         fl = floor(shape, N, peaks[shape.dtype])
         E = cfg["epochs_long"]
         ok, gap = _same_work(t, shape.dtype, E)
@@ -319,6 +341,9 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
         r_long = ratio(t[f"jax.grad in lax.scan ×{E} epochs"].median_s,
                        t[f"bp.fit ×{E} epochs"].median_s)
         r_np = ratio(t["numpy loop"].median_s, t["bp.fit"].median_s)
+        r_cpu = ratio(cpu_median["jax.grad in lax.scan"], cpu_median["bp.fit"])
+        r_cpu_long = ratio(cpu_median[f"jax.grad in lax.scan ×{E} epochs"],
+                           cpu_median[f"bp.fit ×{E} epochs"])
         lo, hi = _spread(t, "jax.grad in lax.scan", "bp.fit")
         entry = {
             "shape": shape.name, "sizes": list(shape.sizes), "dtype": shape.dtype,
@@ -327,6 +352,9 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
             "first_call_s": {k: tm.first_s for k, tm in t.items()},
             "ratio_vs_scan": r_scan, "ratio_vs_scan_rounds": [lo, hi],
             "ratio_vs_scan_long": r_long,
+            "cpu_ratio_vs_scan": r_cpu, "cpu_ratio_vs_scan_long": r_cpu_long,
+            "cpu_step_us": {k: v / (N * (E if "epochs" in k else 1)) * 1e6
+                            for k, v in cpu_median.items()},
             "ratio_vs_numpy": r_np, "floor_us": fl["floor_s"] * 1e6,
             "floor_memory_us": fl["floor_memory_s"] * 1e6,
             "floor_compute_us": fl["floor_compute_s"] * 1e6, "bound": fl["bound"],
@@ -337,12 +365,13 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
         log(f"    bp.fit {step['bp.fit'] * 1e6:.3f} µs/step, scan "
             f"{step['jax.grad in lax.scan'] * 1e6:.3f}, numpy {step['numpy loop'] * 1e6:.2f}, "
             f"floor {fl['floor_s'] * 1e6:.3f}: {r_scan:.2f}× (rounds {lo:.2f}–{hi:.2f}); "
-            f"×{E} epochs: {r_long:.2f}×")
+            f"×{E} epochs: {r_long:.2f}×; CPU time {r_cpu:.2f}×, ×{E} {r_cpu_long:.2f}×")
         rows.append([
             shape.name, shape.dtype[-2:], fl["weights"], "yes" if held_out else "",
             step["bp.fit"] * 1e6, step["jax.grad in lax.scan"] * 1e6, step["numpy loop"] * 1e6,
             fl["floor_s"] * 1e6, fl["bound"], step[f"bp.fit ×{E} epochs"] / fl["floor_s"],
-            r_scan, f"{lo:.2f}–{hi:.2f}", r_long, r_np, "yes" if ok else f"NO ({gap:.0e})",
+            r_scan, f"{lo:.2f}–{hi:.2f}", r_long, r_cpu, r_cpu_long, r_np,
+            "yes" if ok else f"NO ({gap:.0e})",
         ])
     summary = summarize(out)
     E = cfg["epochs_long"]
@@ -353,13 +382,15 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
              "columns": ["shape", "dtype", "weights", "held out", "bp.fit (µs)",
                          "jax.grad in scan (µs)", "numpy (µs)", "floor (µs)", "bound",
                          f"bp.fit ×{E} / floor", "× vs scan", "× per round",
-                         f"× vs scan, {E} epochs a call", "× vs numpy", "same work"],
+                         f"× vs scan, {E} epochs a call", "× vs scan, CPU time",
+                         f"× vs scan, CPU time, {E} epochs", "× vs numpy", "same work"],
              "rows": rows},
-            {"title": "speed-up of bp.fit over jax.grad in lax.scan: worst, median, best",
-             "columns": ["shapes", "count", "1 epoch a call (issue 14)", "",
-                         "", f"{E} epochs a call", "", ""],
-             "rows": [[k, v["count"], v["worst"], v["median"], v["best"], v["worst_long"],
-                       v["median_long"], v["best_long"]] for k, v in summary.items()]},
+            {"title": "speed-up of bp.fit over jax.grad in lax.scan: worst / median / best",
+             "columns": ["shapes", "count", "1 epoch a call (issue 14)", f"{E} epochs a call",
+                         "CPU time, 1 epoch", f"CPU time, {E} epochs"],
+             "rows": [[k, v["count"], *("/".join(f"{v[m + x]:.2f}" for m in (
+                 "worst", "median", "best")) if v["count"] else "—"
+                 for x in ("", "_long", "_cpu", "_cpu_long"))] for k, v in summary.items()]},
         ],
         "extra": {"shapes": out, "summary": summary,
                   "peak_gflops": {d: p / 1e9 for d, p in peaks.items()}},
@@ -379,7 +410,11 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
               "peak, whichever is larger. 'held out' shapes were drawn at random with a "
               "fixed seed (grid.held_out_shapes) and not used while optimising. "
               "'× per round' is the lowest and highest ratio over the interleaved rounds: "
-              "the machine is shared, so a single round can be off.",
+              "the machine is shared, so a single round can be off. The targets are on "
+              "wall-clock time (the median of the rounds); 'CPU time' is each call's process "
+              "CPU time (median), steadier on a loaded machine but blind to a competitor that "
+              "gains from a second core (jax.grad in lax.scan runs with XLA's thread pool, "
+              "bp.fit's per-sample loop on one thread).",
         ],
     }
 
@@ -391,7 +426,8 @@ def summarize(entries: list[dict]) -> dict:
     out = {}
     for k, es in groups.items():
         out[k] = {"count": len(es)}
-        for key, suffix in (("ratio_vs_scan", ""), ("ratio_vs_scan_long", "_long")):
+        for key, suffix in (("ratio_vs_scan", ""), ("ratio_vs_scan_long", "_long"),
+                            ("cpu_ratio_vs_scan", "_cpu"), ("cpu_ratio_vs_scan_long", "_cpu_long")):
             r = [e[key] for e in es]
             out[k] |= {"worst" + suffix: min(r) if r else None,
                        "median" + suffix: statistics.median(r) if r else None,
