@@ -49,7 +49,7 @@ import numpy as np
 
 from bpjax.backward import delta_rule, sample_weight_gradients
 from bpjax.clamping import apply_update
-from bpjax.forward import join, layer_inputs, propagate_split, split
+from bpjax.forward import homogenised, join, layer_inputs, propagate_split, split
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "SequentialJit", "algorithm1_epoch", "layer_plan",
            "network_plan", "sample_gradient", "sequential", "sequential_cpu_options",
@@ -70,6 +70,7 @@ _L1_BYTES = 32 * 1024  # v @ S as a broadcast sum over the rows of S: cheaper th
 # while S fits a core's L1 cache and has at most 32 rows (8 × 512: 0.22 vs 0.24 µs;
 # 32 × 512: 1.2 vs 0.76)
 _UNROLL_MAX = 4096  # networks with more weights step one sample per loop iteration
+_SEQUENTIAL_KERNELS = 8  # XLA:CPU runs a loop body of at most this many kernels in order
 _BLOCK = 16  # samples whose rank-1 updates of a deferred layer are folded in at once
 _DEFER_MIN = 1 << 15  # entries of a layer worth deferring: the update pass costs ~0.045 ns an
 # entry in L2 (≥ 0.07 beyond), folding a block of 16 in ~0.026 (_fold), the four products
@@ -108,7 +109,7 @@ def layer_plan(fan_in: int, size: int, itemsize: int, deferred: bool = False) ->
       deferred: whether the layer's updates are deferred (see :func:`network_plan`).
     """
     transposed = size < _WIDE <= fan_in  # the update loop then runs over fan_in
-    R, C = (size, fan_in) if transposed else (fan_in, size)  # the kept matrix S
+    R, C = (size, fan_in) if transposed else (fan_in, size)  # the matrix a product reads
     row_sum = _row_sum(R, C, itemsize)  # v @ S
     col_sum = C * itemsize <= _ROW_BYTES  # S @ u
     return Plan(transposed=transposed,
@@ -144,71 +145,94 @@ def _mv(S, u, as_sum):
 
 
 class _Weights:
-    """A layer's weights ``w^l_{j≥1,k}`` in a step, kept and applied as its :class:`Plan` says.
+    """A layer's weights ``w^l`` in a step, bias row included, kept and applied as its
+    :class:`Plan` says.
 
-    ``S`` is ``W`` or, transposed, ``Wᵀ``. A deferred layer in the middle of a block of samples
-    is ``W + Aᵀ B``: Algorithm 1 changes every weight after every sample by a rank-1 term,
-    ``−(η/N) φ_in(x_i) δ^l(x_i)ᵀ``; inside a block the terms are kept as the rows of
-    ``A = −(η/N) [φ_in(x_i)]`` ``(block, fan_in)`` and ``B = [δ^l(x_i)]`` ``(block, N_l)`` (zero
-    rows for samples to come), and the current weights are applied to vectors without being
-    formed — the same numbers as the updated matrix, up to rounding. One matrix product folds
-    them into ``S`` at the end of the block (:func:`_fold`).
+    ``P`` is ``params[l-1]`` (``1 + fan_in`` rows, row 0 the bias) or, transposed, its
+    transpose; it is applied to the homogenised input ``[φ_0 | φ_in]`` (``φ_0 = 1``, or ``0``
+    without bias: :func:`bpjax.forward.homogenised`), so that one kernel updates a layer's
+    biases and weights together. A deferred layer in the middle of a block of samples is
+    ``P + Aᵀ B``: Algorithm 1 changes every weight after every sample by a rank-1 term,
+    ``−(η/N) [φ_0 | φ_in(x_i)] δ^l(x_i)ᵀ``; inside a block the terms are kept as the rows of
+    ``A = −(η/N) [φ_0 | φ_in(x_i)]`` ``(block, 1 + fan_in)`` and ``B = [δ^l(x_i)]``
+    ``(block, N_l)`` (zero rows for samples to come), and the current weights are applied to
+    vectors without being formed — the same numbers as the updated matrix, up to rounding.
+    :func:`_fold` adds them into ``P`` at the end of the block.
     """
 
-    __slots__ = ("S", "A", "B", "plan")
+    __slots__ = ("P", "A", "B", "plan", "bias")
 
-    def __init__(self, S, A, B, plan):
-        self.S, self.A, self.B, self.plan = S, A, B, plan
+    def __init__(self, P, A, B, plan, bias):
+        self.P, self.A, self.B, self.plan, self.bias = P, A, B, plan, bias
 
-    def __rmatmul__(self, h):  # a^l = φ_in (W + Aᵀ B)
-        p = self.plan
-        a = _mv(self.S, h, p.forward_sum) if p.transposed else _vm(h, self.S, p.forward_sum)
-        return a if self.A is None else a + (self.A @ h) @ self.B
+    def __rmatmul__(self, h):  # a^l = [φ_0 | φ_in] (P + Aᵀ B)
+        p, P = self.plan, self.P
+        if p.forward_sum:  # the bias row added apart: the sum reads P in place, and a reduction
+            # over at most 32 rows stays one kernel (XLA:CPU splits longer ones in three)
+            bias, W = (P[:, 0], P[:, 1:]) if p.transposed else (P[0], P[1:])
+            a = _mv(W, h, True) if p.transposed else _vm(h, W, True)
+            a = a + bias if self.bias else a
+        else:  # one call on the homogenised input: no copy of P without its bias row
+            hh = homogenised(h, self.bias)
+            a = P @ hh if p.transposed else hh @ P
+        if self.A is None:
+            return a
+        return a + (self.A @ homogenised(h, self.bias)) @ self.B
 
-    def __matmul__(self, d):  # equation (3): (W + Aᵀ B) δ
-        p = self.plan
-        g = _vm(d, self.S, p.backward_sum) if p.transposed else _mv(self.S, d, p.backward_sum)
-        return g if self.A is None else g + (self.B @ d) @ self.A
+    def __matmul__(self, d):  # equation (3): the rows j ≥ 1 of (P + Aᵀ B) δ
+        p, P = self.plan, self.P
+        if p.backward_sum:  # the sum reads the rows j ≥ 1 in place
+            g = _vm(d, P[:, 1:], True) if p.transposed else _mv(P[1:], d, True)
+        else:  # one call on the whole of P, then the rows j ≥ 1
+            g = (d @ P if p.transposed else P @ d)[1:]
+        return g if self.A is None else g + ((self.B @ d) @ self.A)[1:]
 
 
-def _fold(S, A, B, plan):
-    """``S`` with a block's deferred terms ``Aᵀ B`` added (``Bᵀ A`` if kept transposed).
+def _fold(P, A, B, plan):
+    """``P`` with a block's deferred terms ``Aᵀ B`` added (``Bᵀ A`` if kept transposed).
 
-    A broadcast sum over the block's rows: one loop vectorised over ``S``'s minor axis, which
+    A broadcast sum over the block's rows: one loop vectorised over ``P``'s minor axis, which
     XLA:CPU runs faster than its matrix-product call for a block of 16 rows (512 × 512: 79
     against 55 GFLOP/s).
     """
     if A is None:
-        return S
+        return P
     U, V = (B, A) if plan.transposed else (A, B)
-    return S + (U[:, :, None] * V[:, None, :]).sum(0)
+    return P + (U[:, :, None] * V[:, None, :]).sum(0)
 
 
 def _sample_sgd_step(net, plans, eta_over_N, masks, theta, x, y, k):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
-    ``theta = (w0, S, A, B)``: the biases and weights of :func:`bpjax.forward.split` (``S``
-    kept as :class:`Plan` says), and for each deferred layer the factors of :class:`_Weights`
-    (else ``None``); ``(x, y)`` the sample, ``k`` its place in its block. The forward pass,
-    the hand-written deltas and the updates are fused in one step.
+    ``theta = (P, A, B)``: each layer's weights (``params[l-1]``, kept as :class:`Plan` says)
+    and, for each deferred layer, the factors of :class:`_Weights` (else ``None``); ``(x, y)``
+    the sample, ``k`` its place in its block. The forward pass, the hand-written deltas and
+    the updates ``w ← w − (η/N) [φ_0 | φ_in] ⊗ δ^l`` are fused in one step.
     """
-    w0, S, A, B = theta
-    weights = tuple(_Weights(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
-    tr = propagate_split(net, w0, weights, x)
+    P, A, B = theta
+    weights = tuple(_Weights(w, a, b, p, layer.bias)
+                    for w, a, b, p, layer in zip(P, A, B, plans, net.layers))
+    tr = propagate_split(net, None, weights, x)
     delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
-    g0, gW = sample_weight_gradients(net, tr, delta)
-    m0, mW = masks
-    w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
-    S, A, B = list(S), list(A), list(B)
-    for l, p in enumerate(plans, start=1):
-        if A[l - 1] is None:  # (structural zeros: their mask in mW keeps them)
-            g = jnp.outer(delta[l], layer_inputs(net, tr.phi, l)) if p.transposed else gW[l - 1]
-            S[l - 1] = apply_update(S[l - 1], -eta_over_N * g, mW[l - 1])
-        else:  # gW[l-1] = φ_in ⊗ δ^l, kept as its two factors
-            phi_in = layer_inputs(net, tr.phi, l)
-            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * phi_in, k, 0)
+    P, A, B = list(P), list(A), list(B)
+    for l, (p, layer) in enumerate(zip(plans, net.layers), start=1):
+        h = homogenised(layer_inputs(net, tr.phi, l), layer.bias)  # ∂a^l_r/∂w^l_pr = φ_p
+        if A[l - 1] is None:  # (structural zeros: their mask keeps them)
+            g = jnp.outer(delta[l], h) if p.transposed else jnp.outer(h, delta[l])
+            P[l - 1] = apply_update(P[l - 1], -eta_over_N * g, masks[l - 1])
+        else:  # the rank-1 term, kept as its two factors
+            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * h, k, 0)
             B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], k, 0)
-    return w0, tuple(S), tuple(A), tuple(B)
+    return tuple(P), tuple(A), tuple(B)
+
+
+def _kernels(plans) -> int:
+    """About how many XLA:CPU kernels one step runs: per layer the update, and the forward
+    product (one kernel as a sum with the activation, three as a call: the homogenised input,
+    the call, the activation) and equation (3) (none as a sum, fused into its users; one as a
+    call); two more to fetch the next sample and count."""
+    return 2 + sum(1 + (1 if p.forward_sum else 3) + (0 if l == 0 or p.backward_sum else 1)
+                   + (4 if p.deferred else 0) for l, p in enumerate(plans))
 
 
 def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
@@ -216,47 +240,56 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
 
     Each layer is kept and applied as :func:`network_plan` says; deferred layers fold their
     updates in every ``_BLOCK`` samples, and the ``N mod _BLOCK`` last samples step directly.
-    A network of at most :data:`TINY` weights scans over ``(X, Y)`` as they are: XLA compiles
+    A network of at most :data:`TINY` weights scans over the samples as they are: XLA compiles
     its whole loop into one kernel, where fetching ahead only adds work.
+
+    **How many steps a loop iteration takes.** XLA:CPU runs the kernels of a loop body one
+    after the other only if there are at most :data:`_SEQUENTIAL_KERNELS` of them (or all
+    their buffers are tiny); beyond, it schedules them as a graph, at a cost per kernel and
+    per iteration that dominates a small network's step (8-32-1: 0.48 → 0.29 µs a step once
+    its step fits in 8 kernels). So an iteration takes one step when a step fits
+    (:func:`_kernels` estimates it), and otherwise two for networks of at most
+    :data:`_UNROLL_MAX` weights (halving the per-iteration cost), one above.
     """
     plans = network_plan(net, X.dtype.itemsize, masks)
     masks = masks if masks is not None else (None,) * net.depth
-    m0 = tuple(None if m is None else m[0] for m in masks)
-    mW = tuple(None if m is None else (m[1:].T if p.transposed else m[1:])
-               for m, p in zip(masks, plans))
-    step = partial(_sample_sgd_step, net, plans, eta_over_N, (m0, mW))
-    w0, W = split(params)
-    S = tuple(w.T if p.transposed else w for w, p in zip(W, plans))
+    masks = tuple(None if m is None else (m.T if p.transposed else m)
+                  for m, p in zip(masks, plans))
+    step = partial(_sample_sgd_step, net, plans, eta_over_N, masks)
+    P = tuple(w.T if p.transposed else w for w, p in zip(params, plans))
     none = (None,) * net.depth
+    D = X.shape[1]
+    XY = jnp.concatenate([X, Y], axis=1)  # one row, one kernel, per sample fetched
     if net.num_params <= TINY:
-        (w0, S, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, *xy, 0), None),
-                                        (w0, S, none, none), (X, Y))
-        return join(w0, S)  # (a tiny network keeps no layer transposed: fan_in < _WIDE)
+        (P, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, xy[:D], xy[D:], 0), None),
+                                    (P, none, none), XY)
+        return P  # (a tiny network keeps no layer transposed: fan_in < _WIDE)
 
     def fetched(carry, index):  # steps on the sample in the carry, fetches row j for the next
-        theta, (x, y) = carry
+        theta, xy = carry
         j, k = index
-        theta = step(theta, x, y, k)
-        return (theta, tuple(jax.lax.dynamic_index_in_dim(V, j, keepdims=False)
-                             for V in (X, Y))), None
+        theta = step(theta, xy[:D], xy[D:], k)
+        return (theta, jax.lax.dynamic_index_in_dim(XY, j, keepdims=False)), None
 
     N = X.shape[0]
     following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the row each step fetches
     place = jnp.arange(N) % _BLOCK
-    unroll = 2 if net.num_params <= _UNROLL_MAX else 1
-    carry = ((w0, S, none, none), (X[0], Y[0]))
+    if _kernels(plans) <= _SEQUENTIAL_KERNELS:
+        unroll = 1  # run in order; two steps would not be (and XLA merges them oddly)
+    else:
+        unroll = 2 if net.num_params <= _UNROLL_MAX else 1
+    carry = ((P, none, none), XY[0])
     blocks = N // _BLOCK if any(p.deferred for p in plans) else 0
     if blocks:
         def block(carry, index):
-            (w0, S, _, _), xy = carry
-            A = tuple(jnp.zeros((_BLOCK, net.fan_in(l)), X.dtype) if p.deferred else None
+            (P, _, _), xy = carry
+            A = tuple(jnp.zeros((_BLOCK, 1 + net.fan_in(l)), X.dtype) if p.deferred else None
                       for l, p in enumerate(plans, start=1))
             B = tuple(jnp.zeros((_BLOCK, net.layer(l).size), X.dtype) if p.deferred else None
                       for l, p in enumerate(plans, start=1))
-            ((w0, S, A, B), xy), _ = jax.lax.scan(fetched, ((w0, S, A, B), xy), index,
-                                                  unroll=unroll)
-            S = tuple(_fold(s, a, b, p) for s, a, b, p in zip(S, A, B, plans))
-            return ((w0, S, none, none), xy), None
+            ((P, A, B), xy), _ = jax.lax.scan(fetched, ((P, A, B), xy), index, unroll=unroll)
+            P = tuple(_fold(w, a, b, p) for w, a, b, p in zip(P, A, B, plans))
+            return ((P, none, none), xy), None
 
         n = blocks * _BLOCK
         index = (following[:n].reshape(blocks, _BLOCK), place[:n].reshape(blocks, _BLOCK))
@@ -264,8 +297,7 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
         following, place = following[n:], place[n:]
     if following.shape[0]:
         carry, _ = jax.lax.scan(fetched, carry, (following, place), unroll=unroll)
-    w0, S = carry[0][0], carry[0][1]
-    return join(w0, tuple(s.T if p.transposed else s for s, p in zip(S, plans)))
+    return tuple(w.T if p.transposed else w for w, p in zip(carry[0][0], plans))
 
 
 def sample_gradient(net, params, x, y, N):
