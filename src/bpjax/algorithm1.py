@@ -9,7 +9,8 @@
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
 hand-written delta rule of :mod:`bpjax.backward`. The step is one fused jitted body on vectors:
-forward pass, deltas and rank-1 updates, with the biases kept apart from the other weights.
+forward pass, deltas and rank-1 updates ``w^l ← w^l − (η/N) [φ_0 | φ_in] ⊗ δ^l``, biases and
+weights of a layer in one array and one kernel.
 
 **How a step is laid out.** XLA:CPU runs a step as a chain of small kernels, and what a
 kernel costs depends on the shapes more than on the arithmetic. :func:`layer_plan` chooses,
@@ -21,9 +22,11 @@ for each layer and from its shape alone, the layout that the measurements behind
   layer ``200 → 10``) keeps ``W^l`` transposed, ``(N_l, fan_in)``, during the epoch;
 * a product of a vector with a small matrix, or one whose output has few entries, is a
   broadcast sum rather than a matrix-product call (whose fixed cost dominates there);
-* the next sample is fetched into the loop's carry one step ahead, so no kernel reads it
-  through an index (an indexed read in the minor axis of the update loop stops XLA from
-  vectorising it: measured 13x slower on ``100 × 200``);
+* the next sample (``x`` and ``y``, one row) is fetched into the loop's carry one step ahead,
+  so no kernel reads it through an index (an indexed read in the minor axis of the update
+  loop stops XLA from vectorising it: measured 13x slower on ``100 × 200``);
+* a loop iteration takes one step when a step fits in the 8 kernels XLA:CPU runs one after
+  the other, two otherwise (see :func:`algorithm1_epoch`);
 * a large layer (``≥ 32768`` weights, none of them masked) defers its rank-1 updates over
   blocks of ``16`` samples and folds them in at once; every sample still sees the weights
   left by the one before (see :class:`_Weights`), so this is Algorithm 1 up to

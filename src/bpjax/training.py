@@ -60,8 +60,8 @@ to the final update, after the optimizer, so momentum and weight decay cannot mo
 weight. Structural zeros (``bias=False``, absent connections) never change either.
 
 **Speed.** The per-sample step is one fused jitted body on vectors: forward pass, deltas
-(equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, with the biases kept apart
-from the other weights. Each layer is kept and applied in the layout its shape makes cheapest
+(equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, a layer's biases and
+weights updated by one kernel. Each layer is kept and applied in the layout its shape makes cheapest
 (:func:`bpjax.algorithm1.layer_plan`: transposed for a long update loop, products as
 broadcast sums where the matrix-product call would dominate), and the next sample is fetched
 one step ahead. A large layer (``≥ 32768`` weights, none of them clamped or structural zeros)
