@@ -229,13 +229,19 @@ def _sample_sgd_step(net, plans, eta_over_N, masks, theta, x, y, k):
     return tuple(P), tuple(A), tuple(B)
 
 
-def _kernels(plans) -> int:
+def _kernels(net, plans) -> int:
     """About how many XLA:CPU kernels one step runs: per layer the update, and the forward
-    product (one kernel as a sum with the activation, three as a call: the homogenised input,
-    the call, the activation) and equation (3) (none as a sum, fused into its users; one as a
-    call); two more to fetch the next sample and count."""
-    return 2 + sum(1 + (1 if p.forward_sum else 3) + (0 if l == 0 or p.backward_sum else 1)
-                   + (4 if p.deferred else 0) for l, p in enumerate(plans))
+    product (one kernel as a sum with the activation, three if it sums more than 32 rows,
+    which XLA splits; three as a call: the homogenised input, the call, the activation) and
+    equation (3) (none as a sum, fused into its users; one as a call); two more to fetch the
+    next sample and to count."""
+    n = 2
+    for l, p in enumerate(plans, start=1):
+        rows = net.layer(l).size if p.transposed else net.fan_in(l)
+        n += 1 + (3 if not p.forward_sum or rows > 32 else 1)
+        n += 0 if l == 1 or p.backward_sum else 1
+        n += 4 if p.deferred else 0
+    return n
 
 
 def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
@@ -277,8 +283,8 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     N = X.shape[0]
     following = jnp.minimum(jnp.arange(1, N + 1), N - 1)  # the row each step fetches
     place = jnp.arange(N) % _BLOCK
-    if _kernels(plans) <= _SEQUENTIAL_KERNELS:
-        unroll = 1  # run in order; two steps would not be (and XLA merges them oddly)
+    if _kernels(net, plans) <= _SEQUENTIAL_KERNELS - 2:  # (a margin: the estimate can miss
+        unroll = 1  # a kernel or two) run in order; two steps would not be
     else:
         unroll = 2 if net.num_params <= _UNROLL_MAX else 1
     carry = ((P, none, none), XY[0])
