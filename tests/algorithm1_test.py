@@ -187,3 +187,15 @@ def test_fit_compiles_a_narrow_network_for_256_bit_vectors():
         pytest.skip("the per-sample loop's options are XLA:CPU's")
     assert_algorithm1(NARROW, N=3, seed=4)
     assert 256 in training._loop_sequential_jit.jits
+
+
+def test_kernels_estimate_by_hand():
+    from bpjax.algorithm1 import _kernels
+
+    net = bp.Network(8, [bp.Layer(32, "relu"), bp.Layer(1)])
+    # layer 1: update + a sum over 8 rows (1); layer 2: update + a sum over 32 rows (1) +
+    # equation (3) as a sum (0); fetch and count (2)
+    assert _kernels(net, network_plan(net, 4)) == 6
+    net = bp.Network(3, [bp.Layer(512, "tanh"), bp.Layer(1)])
+    # layer 2 kept transposed (1, 512): its forward product is a call (3)
+    assert _kernels(net, network_plan(net, 4)) == 8
