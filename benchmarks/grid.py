@@ -302,14 +302,22 @@ def floor(shape: Shape, N: int, peak: float, repeats: int = 5) -> dict:
 
 
 def _same_work(t, dtype: str, E: int) -> tuple[bool, float]:
-    """Whether the final losses agree: the largest relative gap to bp.fit's (one epoch, and
-    ``E`` epochs)."""
-    gap = 0.0
-    for ref, names in (("bp.fit", ("jax.grad in lax.scan", "numpy loop")),
-                       (f"bp.fit ×{E} epochs", (f"jax.grad in lax.scan ×{E} epochs",))):
+    """Whether the final losses agree: the largest relative gap to bp.fit's, after one epoch
+    and after ``E`` epochs, as a multiple of its tolerance (≤ 1 passes).
+
+    The competitors add in different orders, so float32 results differ by rounding, which
+    ``E × N`` steps amplify (most where relu's kink flips a neuron): ``1e-3`` per epoch in
+    float32, ``1e-8`` in float64.
+    """
+    worst = 0.0
+    for ref, names, epochs in (("bp.fit", ("jax.grad in lax.scan", "numpy loop"), 1),
+                               (f"bp.fit ×{E} epochs", (f"jax.grad in lax.scan ×{E} epochs",),
+                                E)):
         r = t[ref].summary["final_loss"]
-        gap = max(gap, *(abs(t[n].summary["final_loss"] - r) / abs(r) for n in names))
-    return gap <= (1e-3 if dtype == "float32" else 1e-8), gap
+        tol = (1e-3 if dtype == "float32" else 1e-8) * epochs
+        worst = max(worst, *(abs(t[n].summary["final_loss"] - r) / abs(r) / tol
+                             for n in names))
+    return worst <= 1, worst
 
 
 def _spread(t, slow: str, fast: str) -> tuple[float, float]:
@@ -334,7 +342,7 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
         E = cfg["epochs_long"]
         ok, gap = _same_work(t, shape.dtype, E)
         if not ok:
-            failed.append(f"{shape.name} {shape.dtype}: {gap:.1e}")
+            failed.append(f"{shape.name} {shape.dtype}: {gap:.1f}× the tolerance")
         step = {name: tm.median_s / (N * (E if "epochs" in name else 1))
                 for name, tm in t.items()}
         r_scan = ratio(t["jax.grad in lax.scan"].median_s, t["bp.fit"].median_s)
@@ -359,7 +367,7 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
             "floor_memory_us": fl["floor_memory_s"] * 1e6,
             "floor_compute_us": fl["floor_compute_s"] * 1e6, "bound": fl["bound"],
             "final_losses": {k: tm.summary["final_loss"] for k, tm in t.items()},
-            "same_work_gap": gap,
+            "same_work_gap_over_tolerance": gap,
         }
         out.append(entry)
         log(f"    bp.fit {step['bp.fit'] * 1e6:.3f} µs/step, scan "
@@ -371,7 +379,7 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
             step["bp.fit"] * 1e6, step["jax.grad in lax.scan"] * 1e6, step["numpy loop"] * 1e6,
             fl["floor_s"] * 1e6, fl["bound"], step[f"bp.fit ×{E} epochs"] / fl["floor_s"],
             r_scan, f"{lo:.2f}–{hi:.2f}", r_long, r_cpu, r_cpu_long, r_np,
-            "yes" if ok else f"NO ({gap:.0e})",
+            "yes" if ok else f"NO ({gap:.1f}× tol.)",
         ])
     summary = summarize(out)
     E = cfg["epochs_long"]
@@ -398,7 +406,8 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
             "name": "same work",
             "ok": not failed,
             "detail": ("final losses of bp.fit, jax.grad in scan and the numpy loop agree on "
-                       "every shape (1e-3 relative in float32, 1e-8 in float64)" if not failed
+                       "every shape (relative: 1e-3 per epoch in float32, 1e-8 per epoch in "
+                       "float64)" if not failed
                        else "final losses differ: " + "; ".join(failed)),
         }],
         "targets": targets(summary["all"]),
