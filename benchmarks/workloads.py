@@ -20,6 +20,7 @@ import numpy as np
 
 import bpjax as bp
 from benchmarks import baselines as B
+from benchmarks import classification as C
 from benchmarks import grid as G
 from benchmarks import jacobian as J
 from benchmarks.harness import Runner, Timing, interleave, loglog_slope, ratio
@@ -610,5 +611,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("GRID", "Algorithm 1 over a grid of network shapes vs jax.grad in lax.scan",
                  G.config, "bp.fit", custom=G.run, missing=_missing_fit,
                  skipped_targets=G.targets),
+        Workload("W8", "per-sample softmax cross-entropy (Algorithm 1), 64-128-10 tanh",
+                 C.w8_config, "bpjax.fit", C.w8_factories, C.w8_summary, _missing_fit),
     ]
 }

@@ -4,11 +4,14 @@
 | ----------------------------------------- | --------------------------------------------- |
 | line 4: ``for i ∈ [N]``, in dataset order | :func:`algorithm1_epoch`: a ``lax.scan``      |
 | line 6: ``w ← w − (η/N) ∂L/∂w(x_i)``      | :func:`_sample_sgd_step`                      |
+| ``∂L/∂w(x_i)`` starts from ``∂ℓ_i/∂φ^L``  | ``backward.loss_deltas(..., loss, ...)``      |
 | ``a^l = φ_in W^l`` (with the bias row)    | ``h @ _Weights`` (``__rmatmul__``)            |
 | (3): ``Σ_k w^l_jk δ^l_k``                 | ``_Weights @ d`` (``__matmul__``)             |
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
-hand-written delta rule of :mod:`bpjax.backward`. The step is one fused jitted body on vectors:
+hand-written delta rule of :mod:`bpjax.backward` from the loss's ``∂ℓ_i/∂φ^L`` (``φ^L − y``
+for loss (1)), or from its fused ``δ^L`` (:mod:`bpjax.losses`); the loss is static: part of
+what the loop is compiled for. The step is one fused jitted body on vectors:
 forward pass, deltas and rank-1 updates ``w^l ← w^l − (η/N) [φ_0 | φ_in] ⊗ δ^l``, biases and
 weights of a layer in one array and one kernel.
 
@@ -42,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -50,9 +52,10 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from bpjax.backward import delta_rule, sample_weight_gradients
+from bpjax.backward import loss_deltas, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import homogenised, join, layer_inputs, propagate_split, split
+from bpjax.losses import SQUARED
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "SequentialJit", "algorithm1_epoch", "layer_plan",
            "network_plan", "sample_gradient", "sequential", "sequential_cpu_options",
@@ -204,19 +207,20 @@ def _fold(P, A, B, plan):
     return P + (U[:, :, None] * V[:, None, :]).sum(0)
 
 
-def _sample_sgd_step(net, plans, eta_over_N, masks, theta, x, y, k):
+def _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, x, y, r, k):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
     ``theta = (P, A, B)``: each layer's weights (``params[l-1]``, kept as :class:`Plan` says)
     and, for each deferred layer, the factors of :class:`_Weights` (else ``None``); ``(x, y)``
-    the sample, ``k`` its place in its block. The forward pass, the hand-written deltas and
-    the updates ``w ← w − (η/N) [φ_0 | φ_in] ⊗ δ^l`` are fused in one step.
+    the sample, ``r`` its weight ``s_i N / Σ s`` (or None), ``k`` its place in its block. The
+    forward pass, the hand-written deltas and the updates
+    ``w ← w − (η/N) [φ_0 | φ_in] ⊗ δ^l`` are fused in one step.
     """
     P, A, B = theta
     weights = tuple(_Weights(w, a, b, p, layer.bias)
                     for w, a, b, p, layer in zip(P, A, B, plans, net.layers))
     tr = propagate_split(net, None, weights, x)
-    delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
+    delta = loss_deltas(net, weights, tr, y, loss, r, bias_row=False)  # no 1/N: η/N below
     P, A, B = list(P), list(A), list(B)
     for l, (p, layer) in enumerate(zip(plans, net.layers), start=1):
         h = homogenised(layer_inputs(net, tr.phi, l), layer.bias)  # ∂a^l_r/∂w^l_pr = φ_p
@@ -244,9 +248,11 @@ def _kernels(net, plans) -> int:
     return n
 
 
-def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
+def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED, r=None):
     """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
 
+    ``r`` ``(N,)``: per-sample weights as ``r_i = s_i N / Σ s``, so that sample ``i`` steps by
+    ``η s_i / Σ s`` (``η/N`` when None).
     Each layer is kept and applied as :func:`network_plan` says; deferred layers fold their
     updates in every ``_BLOCK`` samples, and the ``N mod _BLOCK`` last samples step directly.
     A network of at most :data:`TINY` weights scans over the samples as they are: XLA compiles
@@ -264,20 +270,25 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     masks = masks if masks is not None else (None,) * net.depth
     masks = tuple(None if m is None else (m.T if p.transposed else m)
                   for m, p in zip(masks, plans))
-    step = partial(_sample_sgd_step, net, plans, eta_over_N, masks)
     P = tuple(w.T if p.transposed else w for w, p in zip(params, plans))
     none = (None,) * net.depth
-    D = X.shape[1]
-    XY = jnp.concatenate([X, Y], axis=1)  # one row, one kernel, per sample fetched
+    D, d = X.shape[1], Y.shape[1]
+    # one row, one kernel, per sample fetched: [x | y] and the sample's weight r_i if any
+    XY = jnp.concatenate([X, Y] + ([] if r is None else [r[:, None].astype(X.dtype)]), axis=1)
+
+    def step(theta, xy, k):
+        return _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, xy[:D],
+                                xy[D:D + d], None if r is None else xy[D + d], k)
+
     if net.num_params <= TINY:
-        (P, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, xy[:D], xy[D:], 0), None),
+        (P, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, xy, 0), None),
                                     (P, none, none), XY)
         return P  # (a tiny network keeps no layer transposed: fan_in < _WIDE)
 
     def fetched(carry, index):  # steps on the sample in the carry, fetches row j for the next
         theta, xy = carry
         j, k = index
-        theta = step(theta, xy[:D], xy[D:], k)
+        theta = step(theta, xy, k)
         return (theta, jax.lax.dynamic_index_in_dim(XY, j, keepdims=False)), None
 
     N = X.shape[0]
@@ -309,11 +320,12 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
     return tuple(w.T if p.transposed else w for w, p in zip(carry[0][0], plans))
 
 
-def sample_gradient(net, params, x, y, N):
-    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``."""
+def sample_gradient(net, params, x, y, r, N, loss=SQUARED):
+    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``; weighted by
+    ``r = s_i N / Σ s`` unless ``r`` is None."""
     w0, W = split(params)
     tr = propagate_split(net, w0, W, x)
-    g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, tr.phi[-1] - y))
+    g0, gW = sample_weight_gradients(net, tr, loss_deltas(net, W, tr, y, loss, r, bias_row=False))
     return jax.tree.map(lambda g: g / N, join(g0, gW))
 
 
