@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bpjax as bp
-from bpjax import algorithm1, minibatch, training
+from bpjax import algorithm1, training
 from conftest import random_data, random_params
 
 NET = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, "identity")])
@@ -24,7 +24,8 @@ def fresh_probe(monkeypatch):
     """The probe forgotten before and after the test; fit's loop rebuilt from the probe."""
     algorithm1.sequential_cpu_options.cache_clear()
     monkeypatch.setattr(training, "_loop_sequential_jit",
-                        algorithm1.SequentialJit(minibatch.run, **training._LOOP_STATIC))
+                        algorithm1.SequentialJit(training._run_apart, width=algorithm1.vector_width,
+                                                 **training._LOOP_STATIC))
     yield
     algorithm1.sequential_cpu_options.cache_clear()
 

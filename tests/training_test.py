@@ -134,8 +134,8 @@ def test_batch_size_1_on_a_dag_with_structural_zeros():
         assert np.all(np.asarray(w)[~DAG.structure(l)] == 0)  # structural zeros stay 0
 
 
-# Layers with at least 4096 weights defer their rank-1 updates over blocks of 16 samples;
-# N = 37 gives two blocks and a tail of 5 samples stepped directly.
+# Wider layers: the output layer kept transposed and equation (3) through it a broadcast sum
+# (bpjax.algorithm1.layer_plan; tests/algorithm1_test.py has every layout, deferral included).
 WIDE = bp.Network(16, [bp.Layer(64, "tanh"), bp.Layer(64, ("logistic",) * 32 + ("tanh",) * 32),
                        bp.Layer(2, "identity")])
 WIDE_DAG = bp.Network(8, [bp.Layer(64, "tanh"), bp.Layer(64, "tanh"),
@@ -179,7 +179,8 @@ def _compiled_loop_text(batch_size):
                                       prep.epoch, chunk=fit_loop.CHUNK)
     sequential = algorithm1.sequential(prep.config, prep.data)
     jit = training._loop_sequential_jit if sequential else training._loop_jit
-    text = jit.lower(WIDE, None, prep.config, loop, prep.data, prep.hyper,
+    weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
+    text = jit.lower(WIDE, None, prep.config, weights, state, prep.data, prep.hyper,
                      jnp.asarray(1, jnp.int32)).compile().as_text()
     return sequential, text
 

@@ -254,8 +254,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     trainable = []
     for l in range(1, net.depth + 1):
         m = None if net.is_dense(l) else jnp.asarray(net.structure(l))
-        if frozen is not None:
-            free = jnp.logical_not(frozen[l - 1])
+        if frozen is not None and (is_traced(frozen[l - 1]) or np.any(frozen[l - 1])):
+            free = jnp.logical_not(frozen[l - 1])  # (a layer without clamps needs no mask)
             m = free if m is None else jnp.logical_and(m, free)
         trainable.append(m)
     masked = any(m is not None for m in trainable)

@@ -27,7 +27,8 @@ from bpjax.losses import SQUARED
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
-           "check_on_divergence", "check_progress", "drive", "host_result", "initial_state",
+           "check_on_divergence", "check_progress", "drive", "fresh_state", "host_result",
+           "initial_state",
            "initial_state_jit", "result", "run_epochs", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
@@ -220,32 +221,36 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     return jax.lax.while_loop(cond, body, loop)
 
 
+def fresh_state(xp, dtype, epoch, chunk, best_loss=None) -> LoopState:
+    """The loop state before the first epoch, without the weights (``params``, ``opt_state``
+    and the best ones are ``None``): zeros, NaN histories of length ``chunk``, ``best_loss``
+    (default ``inf``). ``xp`` is ``jnp`` (traceable) or ``np`` (built on the host, handed to
+    the compiled loop with its arguments: no dispatch of its own)."""
+    i32 = partial(xp.asarray, dtype=xp.int32)
+    no = xp.asarray(False)
+    return LoopState(
+        params=None, opt_state=None, best_params=None, best_opt_state=None,
+        best_loss=xp.asarray(xp.inf if best_loss is None else best_loss, dtype),
+        best_epoch=i32(0), since_best=i32(0), epoch=i32(epoch), done=i32(0), count=i32(0),
+        losses=xp.full(chunk, xp.nan, dtype), val_losses=xp.full(chunk, xp.nan, dtype),
+        converged=no, stopped_early=no, diverged=no)
+
+
 def initial_state(net, config, data, params, opt_state, epoch, chunk):
     """The loop state before the first epoch of a fit call."""
     dtype = params[0].dtype
-    best_loss = jnp.asarray(jnp.inf, dtype)
+    best_loss = None
     if config.restore_best:  # the initial weights are candidates too
         X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate
                    else (data.X, data.Y, data.s))
         best_loss = loss_of_params(net, params, X, Y, s, config.loss)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
     copy = partial(jax.tree.map, jnp.copy)
-    return LoopState(
+    return fresh_state(jnp, dtype, epoch, chunk, best_loss)._replace(
         params=copy(params),
         opt_state=copy(opt_state),
         best_params=copy(params) if config.restore_best else None,
         best_opt_state=copy(opt_state) if config.restore_best else None,
-        best_loss=best_loss,
-        best_epoch=jnp.asarray(0, jnp.int32),
-        since_best=jnp.asarray(0, jnp.int32),
-        epoch=jnp.asarray(epoch, jnp.int32),
-        done=jnp.asarray(0, jnp.int32),
-        count=jnp.asarray(0, jnp.int32),
-        losses=jnp.full(chunk, jnp.nan, dtype),
-        val_losses=jnp.full(chunk, jnp.nan, dtype),
-        converged=jnp.asarray(False),
-        stopped_early=jnp.asarray(False),
-        diverged=jnp.asarray(False),
     )
 
 
@@ -268,16 +273,25 @@ def result(config, loop, losses, val_losses) -> FitResult:
         converged=loop.converged,
         stopped_early=loop.stopped_early,
         diverged=loop.diverged,
-        diverged_epoch=jnp.where(loop.diverged, loop.done + 1, 0),
+        diverged_epoch=(loop.done + 1) * loop.diverged,  # arithmetic: arrays or numpy alike
     )
+
+
+_SCALARS = ("epoch", "done", "best_epoch", "converged", "stopped_early", "diverged")
 
 
 def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
     """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
-    into arrays and the scalars made Python ints and bools."""
+    into arrays and the scalars made Python ints and bools.
+
+    The scalars are read from the host once each (they are ready: :func:`drive` has waited
+    for them) and combined there: no operation is dispatched for them.
+    """
     # device_put, not jnp.asarray: a history of a new length must not compile anything
     losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
-    val_losses = jax.device_put(np.concatenate(val_losses) if val_losses else np.zeros(0, dtype))
+    val_losses = (jax.device_put(np.concatenate(val_losses) if val_losses else
+                                 np.zeros(0, dtype)) if config.validate else None)
+    loop = loop._replace(**{k: to_host(getattr(loop, k)) for k in _SCALARS})
     r = result(config, loop, losses, val_losses)
     return r._replace(
         epoch=int(r.epoch), epochs_run=int(r.epochs_run), best_epoch=int(r.best_epoch),

@@ -64,12 +64,15 @@ to the final update, after the optimizer, so momentum and weight decay cannot mo
 weight. Structural zeros (``bias=False``, absent connections) never change either.
 
 **Speed.** The per-sample step is one fused jitted body on vectors: forward pass, deltas
-(equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, with the biases kept apart
-from the other weights. A large layer (``≥ 4096`` weights, none of them clamped or structural
-zeros) defers its rank-1 updates over blocks of 16 samples and applies them as one matrix
-product; every sample still sees the weights left by the one before (see :mod:`bpjax.algorithm1`),
-so this is Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10``
-in float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
+(equations (2)-(3) from :mod:`bpjax.backward`) and rank-1 updates, a layer's biases and
+weights updated by one kernel. Each layer is kept and applied in the layout its shape makes cheapest
+(:func:`bpjax.algorithm1.layer_plan`: transposed for a long update loop, products as
+broadcast sums where the matrix-product call would dominate), and the next sample is fetched
+one step ahead. A large layer (``≥ 32768`` weights, none of them clamped or structural zeros)
+defers its rank-1 updates over blocks of 16 samples and folds them in at once; every sample
+still sees the weights left by the one before (see :mod:`bpjax.algorithm1`), so this is
+Algorithm 1 up to floating-point rounding, checked against plain loops to ``1e-10`` in
+float64. On a CPU the per-sample loop is compiled to run on the calling thread (see
 ``bpjax.algorithm1.SEQUENTIAL_CPU``): its steps are too small and too sequential to share
 between cores.
 (Called inside your own ``jax.jit``, ``fit`` is compiled with that function's options.)
@@ -105,11 +108,11 @@ are, and no warning can be issued (read ``result.diverged``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential
+from bpjax.algorithm1 import SequentialJit, sequential, vector_width
 from bpjax.arguments import is_traced, prepare
 from bpjax.distributed import data_parallel, on_mesh
 from bpjax.loop import (
@@ -118,6 +121,7 @@ from bpjax.loop import (
     check_on_divergence,
     check_progress,
     drive,
+    fresh_state,
     host_result,
     initial_state,
     initial_state_jit,
@@ -129,9 +133,18 @@ from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
 
-_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("loop",))
-_loop_jit = jax.jit(minibatch.run, **_LOOP_STATIC)
-_loop_sequential_jit = SequentialJit(minibatch.run, **_LOOP_STATIC)
+def _run_apart(net, optimizer, config, weights, state, data, hyper, n):
+    """:func:`bpjax.minibatch.run` with the weights ``(params, opt_state)`` given apart from the
+    rest of the loop state: ``state`` is donated (the loop reuses its buffers), the weights
+    are not, so that a fit can start from the caller's arrays without copying them first."""
+    params, opt_state = weights
+    return minibatch.run(net, optimizer, config,
+                         state._replace(params=params, opt_state=opt_state), data, hyper, n)
+
+
+_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("state",))
+_loop_jit = jax.jit(_run_apart, **_LOOP_STATIC)
+_loop_sequential_jit = SequentialJit(_run_apart, width=vector_width, **_LOOP_STATIC)
 
 
 def fit(
@@ -250,10 +263,15 @@ def fit(
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
     def run(loop, n):
-        return loop_jit(net, optimizer, config, loop, data, hyper, jnp.asarray(n, jnp.int32))
+        weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
+        return loop_jit(net, optimizer, config, weights, state, data, hyper, np.int32(n))
 
-    loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
-                             chunk=CHUNK)
+    if config.restore_best or mesh is not None:  # the best weights are copies; mesh placement
+        loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
+                                 chunk=CHUNK)
+    else:  # built on the host: no dispatch before the loop's
+        loop = fresh_state(np, prep.params[0].dtype, prep.epoch, CHUNK)._replace(
+            params=prep.params, opt_state=prep.opt_state)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
