@@ -30,15 +30,85 @@ def to_mlp(params) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(w[1:]), np.asarray(w[0])) for w in params]
 
 
-def mlp_loss_np(mlp, X, Y, hidden=np.tanh) -> float:
-    """Loss (1), ``1/(2N) Σ_i ‖φ_θ(x_i) − y_i‖²``, in float64 numpy: the common yardstick."""
+def mlp_loss_np(mlp, X, Y, hidden=np.tanh, activations=None) -> float:
+    """Loss (1), ``1/(2N) Σ_i ‖φ_θ(x_i) − y_i‖²``, in float64 numpy: the common yardstick.
+
+    ``activations``: one spec per layer (see :func:`layer_function`); default ``hidden`` on
+    the hidden layers and the identity on the output.
+    """
+    phis = _numpy_layers(mlp, activations, hidden)
     h = np.asarray(X, np.float64)
-    for i, (W, b) in enumerate(mlp):
-        h = h @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
-        if i < len(mlp) - 1:
-            h = hidden(h)
+    for (W, b), (phi, _) in zip(mlp, phis):
+        h = phi(h @ np.asarray(W, np.float64) + np.asarray(b, np.float64))
     r = h - np.asarray(Y, np.float64).reshape(h.shape)
     return float(0.5 * np.sum(r * r) / r.shape[0])
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def _np_logistic(a):
+    return 0.5 * (1 + np.tanh(0.5 * a))  # = 1 / (1 + e^{-a}), without overflow
+
+
+# name -> (φ, ∂φ/∂a) in numpy, and φ in JAX: the competitors' own, written without bpjax.
+NUMPY_ACTIVATIONS = {
+    "identity": (lambda a: a, np.ones_like),
+    "tanh": (np.tanh, lambda a: 1 - np.tanh(a) ** 2),
+    "logistic": (_np_logistic, lambda a: _np_logistic(a) * (1 - _np_logistic(a))),
+    "relu": (lambda a: np.maximum(a, 0), lambda a: (a > 0).astype(a.dtype)),
+    "softplus": (lambda a: np.logaddexp(a, 0), _np_logistic),
+    "square": (lambda a: a * a, lambda a: 2 * a),
+}
+JAX_ACTIVATIONS = {
+    "identity": lambda a: a, "tanh": jnp.tanh, "logistic": jax.nn.sigmoid,
+    "relu": jax.nn.relu, "softplus": jax.nn.softplus, "square": jnp.square,
+}
+
+
+def layer_function(spec, table, where):
+    """A layer's activation from its spec: a name, or one name per neuron (a per-neuron mix).
+
+    A mix is applied as a user of numpy or JAX writes it: each distinct function on the whole
+    layer, then one select per function (``where`` is ``np.where`` or ``jnp.where``).
+    """
+    if isinstance(spec, str):
+        return table[spec]
+    names = list(dict.fromkeys(spec))
+    masks = [np.array([s == n for s in spec]) for n in names]
+
+    def mixed(a):
+        out = table[names[0]](a)
+        for n, m in zip(names[1:], masks[1:]):
+            out = where(m, table[n](a), out)
+        return out
+
+    return mixed
+
+
+def _numpy_layers(mlp, activations, hidden=np.tanh):
+    """``(φ, ∂φ/∂a)`` per layer: from ``activations``, or ``hidden`` then the identity."""
+    if activations is None:
+        out = [(hidden, None)] * (len(mlp) - 1) + [NUMPY_ACTIVATIONS["identity"]]
+        return out
+    phis = {n: f for n, (f, _) in NUMPY_ACTIVATIONS.items()}
+    dphis = {n: d for n, (_, d) in NUMPY_ACTIVATIONS.items()}
+    return [(layer_function(s, phis, np.where), layer_function(s, dphis, np.where))
+            for s in activations]
+
+
+def jax_mlp(activations):
+    """The forward pass of a plain JAX MLP with one activation spec per layer (a name, or one
+    name per neuron; see :func:`layer_function`), for :func:`make_jax_scan_trainer`."""
+    fs = [layer_function(s, JAX_ACTIVATIONS, jnp.where) for s in activations]
+
+    def forward(mlp, X):
+        h = X
+        for (W, b), f in zip(mlp, fs):
+            h = f(h @ W + b)
+        return h
+
+    return forward
 
 
 # --------------------------------------------------------------------------- plain JAX
@@ -63,18 +133,24 @@ jax_mlp_grad = jax.jit(jax.grad(jax_mlp_loss))
 """``jax.grad`` of loss (1) on the plain JAX MLP, jitted: the W3/W5 baseline."""
 
 
-def _sample_loss(forward, mlp, x, y):
-    r = forward(mlp, x) - y
-    return 0.5 * jnp.sum(r * r)
+def squared(phi, y):
+    """``ℓ = ½‖φ − y‖²`` over the last axis: loss (1)'s per-sample term."""
+    r = phi - y
+    return 0.5 * jnp.sum(r * r, axis=-1)
 
 
-def make_jax_scan_trainer(forward):
+def _sample_loss(forward, ell, mlp, x, y):
+    return ell(forward(mlp, x), y)
+
+
+def make_jax_scan_trainer(forward, ell=squared):
     """The idiomatic JAX per-sample SGD: ``jax.grad`` of the per-sample loss in ``lax.scan``.
 
+    ``ell(phi, y)`` is the per-sample loss (summed over the last axis), loss (1)'s by default.
     Returns a jitted ``train(mlp, X, Y, lr, epochs) -> (mlp, losses)`` with ``epochs`` static;
-    ``losses[e]`` is loss (1) after epoch ``e``, as ``bpjax.fit`` reports it.
+    ``losses[e]`` is the mean of ``ell`` after epoch ``e``, as ``bpjax.fit`` reports it.
     """
-    grad = jax.grad(functools.partial(_sample_loss, forward))
+    grad = jax.grad(functools.partial(_sample_loss, forward, ell))
 
     def step(mlp, xy, lr):
         g = grad(mlp, *xy)
@@ -82,8 +158,7 @@ def make_jax_scan_trainer(forward):
 
     def epoch(mlp, _, X, Y, lr):
         mlp, _ = jax.lax.scan(functools.partial(step, lr=lr), mlp, (X, Y))
-        r = forward(mlp, X) - Y
-        return mlp, 0.5 * jnp.sum(r * r) / X.shape[0]
+        return mlp, jnp.mean(ell(forward(mlp, X), Y))
 
     @functools.partial(jax.jit, static_argnames="epochs")
     def train(mlp, X, Y, lr, epochs):
@@ -109,8 +184,12 @@ quadratic_scan_train = make_jax_scan_trainer(quadratic_forward)
 # --------------------------------------------------------------------------- numpy
 
 
-def numpy_sgd(mlp, X, Y, lr: float, epochs: int):
+def numpy_sgd(mlp, X, Y, lr: float, epochs: int, activations=None):
     """A plain numpy per-sample SGD loop, hand-written backward pass, updates in place.
+
+    ``activations``: one spec per layer (see :func:`layer_function`), each with its
+    derivative from :data:`NUMPY_ACTIVATIONS`; default tanh hidden layers (``tanh' = 1 −
+    tanh²``, from the outputs) and the identity on the output.
 
     Returns the trained ``[(W, b), ...]`` (copies of the inputs, dtype kept).
     """
@@ -118,20 +197,25 @@ def numpy_sgd(mlp, X, Y, lr: float, epochs: int):
     dtype = mlp[0][0].dtype
     lr = dtype.type(lr)
     L = len(mlp)
+    fs = _numpy_layers(mlp, activations)
     for _ in range(epochs):
         for x, y in zip(X, Y):
-            phis = [x]
-            for l, (W, b) in enumerate(mlp):
-                a = phis[-1] @ W + b
-                phis.append(np.tanh(a) if l < L - 1 else a)
-            delta = phis[-1] - y  # identity output: ∂/∂a^L of ½‖φ^L − y‖²
+            phis, acts = [x], []
+            for (W, b), (f, _) in zip(mlp, fs):
+                acts.append(phis[-1] @ W + b)
+                phis.append(f(acts[-1]))
+            delta = phis[-1] - y  # ∂/∂φ^L of ½‖φ^L − y‖²
+            if activations is not None:
+                delta = delta * fs[-1][1](acts[-1])
             for l in range(L - 1, -1, -1):
                 W, b = mlp[l]
                 back = W @ delta if l > 0 else None
                 W -= lr * np.outer(phis[l], delta)
                 b -= lr * delta
                 if l > 0:
-                    delta = back * (1 - phis[l] * phis[l])  # tanh' = 1 − tanh²
+                    dphi = fs[l - 1][1](acts[l - 1]) if activations is not None else \
+                        1 - phis[l] * phis[l]  # tanh' = 1 − tanh²
+                    delta = back * dphi
     return mlp
 
 
@@ -154,11 +238,13 @@ def torch_model(mlp):
     return torch.nn.Sequential(*layers)
 
 
-def torch_sgd(model, X, Y, lr: float, epochs: int):
+def torch_sgd(model, X, Y, lr: float, epochs: int, ell=None):
     """PyTorch eager per-sample SGD: ``loss.backward()`` and ``torch.optim.SGD`` per sample.
 
-    ``X``, ``Y`` are torch tensors ``(N, D)``, ``(N, d)``. Returns the per-epoch loss (1),
-    computed after each epoch as the other competitors do.
+    ``X``, ``Y`` are torch tensors ``(N, D)``, ``(N, d)`` (or targets ``ell`` takes). ``ell``:
+    ``(outputs, targets) -> loss``, for one sample and, averaged, for a batch (e.g.
+    ``torch.nn.functional.cross_entropy``); ``None``: loss (1)'s ``½‖φ − y‖²``. Returns the
+    per-epoch mean loss, computed after each epoch as the other competitors do.
     """
     import torch
 
@@ -167,12 +253,18 @@ def torch_sgd(model, X, Y, lr: float, epochs: int):
     for _ in range(epochs):
         for i in range(X.shape[0]):
             opt.zero_grad(set_to_none=True)
-            r = model(X[i]) - Y[i]
-            (0.5 * (r * r).sum()).backward()
+            if ell is None:
+                r = model(X[i]) - Y[i]
+                (0.5 * (r * r).sum()).backward()
+            else:
+                ell(model(X[i]), Y[i]).backward()
             opt.step()
         with torch.no_grad():
-            r = model(X) - Y
-            losses.append(float(0.5 * (r * r).sum() / X.shape[0]))
+            if ell is None:
+                r = model(X) - Y
+                losses.append(float(0.5 * (r * r).sum() / X.shape[0]))
+            else:
+                losses.append(float(ell(model(X), Y)))
     return losses
 
 

@@ -24,7 +24,8 @@ def fresh_probe(monkeypatch):
     """The probe forgotten before and after the test; fit's loop rebuilt from the probe."""
     algorithm1.sequential_cpu_options.cache_clear()
     monkeypatch.setattr(training, "_loop_sequential_jit",
-                        algorithm1.SequentialJit(minibatch.run, **training._LOOP_STATIC))
+                        algorithm1.SequentialJit(minibatch.run, width=algorithm1.vector_width,
+                                                 **training._LOOP_STATIC))
     yield
     algorithm1.sequential_cpu_options.cache_clear()
 

@@ -1,7 +1,6 @@
 """fit: Algorithm 1 against independent loops, the step family, optimizers, clamping, stopping,
 shuffling, divergence, resuming, no recompilation, and every bad input."""
 
-import contextlib
 import io
 
 import chex
@@ -12,7 +11,7 @@ import optax
 import pytest
 
 import bpjax as bp
-from conftest import random_data, random_params, reference_grad
+from conftest import count_compiles, random_data, random_params, reference_grad
 
 # One network of each kind, shared by the tests so that their compiled loops are reused.
 MLP = bp.Network(3, [bp.Layer(4, ("tanh", "logistic", "square", "identity")),
@@ -26,22 +25,6 @@ QUAD = bp.Network(2, [bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity
 N = 7
 PARAMS = random_params(MLP, 0)
 X, Y = random_data(MLP, N, 0)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA backend compilations inside the block: ``with count_compiles() as n: ...``."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def assert_trees_equal(a, b):
@@ -151,8 +134,8 @@ def test_batch_size_1_on_a_dag_with_structural_zeros():
         assert np.all(np.asarray(w)[~DAG.structure(l)] == 0)  # structural zeros stay 0
 
 
-# Layers with at least 4096 weights defer their rank-1 updates over blocks of 16 samples;
-# N = 37 gives two blocks and a tail of 5 samples stepped directly.
+# Wider layers: the output layer kept transposed and equation (3) through it a broadcast sum
+# (bpjax.algorithm1.layer_plan; tests/algorithm1_test.py has every layout, deferral included).
 WIDE = bp.Network(16, [bp.Layer(64, "tanh"), bp.Layer(64, ("logistic",) * 32 + ("tanh",) * 32),
                        bp.Layer(2, "identity")])
 WIDE_DAG = bp.Network(8, [bp.Layer(64, "tanh"), bp.Layer(64, "tanh"),
@@ -455,6 +438,9 @@ BAD_INPUTS = [
     (dict(learning_rate=float("nan")), ValueError, r"learning_rate must be finite, got nan"),
     (dict(learning_rate=float("inf")), ValueError, r"learning_rate must be finite, got inf"),
     (dict(learning_rate="0.1"), TypeError, r"learning_rate must be a number, got str"),
+    (dict(learning_rate=jnp.array([0.1, 0.2])), TypeError,
+     r"learning_rate must be a number, got an array of shape \(2,\): one rate per model is "
+     r"for bp.sweep"),
     (dict(epochs=-1), ValueError, r"epochs must be >= 0, got -1"),
     (dict(epochs=2.5), TypeError, r"epochs must be an int, got float"),
     (dict(batch_size=0), ValueError, r"batch_size must be >= 1, got 0"),
@@ -484,7 +470,10 @@ BAD_INPUTS = [
     (dict(params=tuple(w.at[0, 0].set(jnp.nan) for w in PARAMS)), ValueError,
      r"params\[0\] \(layer 1\) holds 1 NaN/Inf value\(s\), first at index \(0, 0\)"),
     (dict(params=PARAMS[:2]), ValueError, r"params has 2 layers, expected L = 3"),
-    (dict(net="mlp"), TypeError, r"expected a bpjax.Network, got str"),
+    (dict(net="mlp"), TypeError, r"fit expects a bpjax.Network, got str"),
+    (dict(progress="yes"), TypeError, r"progress must be True, False or a dict of tqdm keyword "
+                                      r"arguments, got str: 'yes'"),
+    (dict(progress=1), TypeError, r"progress must be True, False or a dict .* got int: 1"),
 ]
 
 

@@ -7,7 +7,7 @@ The file is a NumPy ``.npz`` archive — arrays and JSON, never pickle:
 | ``bpjax.json``  | UTF-8 JSON: format and version, the network (layers, activations by    |
 |                 | name, inputs, bias, adjacency), the epoch count, the number of models   |
 |                 | of a sweep, the optimizer state's tree structure, every array's dtype   |
-|                 | and shape, the user's metadata                                          |
+|                 | and shape, the name of the loss trained on if given, the user's metadata |
 | ``params/l-1``  | ``w^l``, shape ``(1 + fan_in, N_l)`` (``(M, 1 + fan_in, N_l)`` for a    |
 |                 | sweep of ``M`` models), for ``l = 1..L``                                |
 | ``opt_state/i`` | the optimizer state's leaves, in ``jax.tree`` order                     |
@@ -21,7 +21,9 @@ file it wrote back, as :func:`load` would, before the file takes the target's na
 
 **The optimizer state's structure.** A state made of plain containers (``dict`` with ``str``
 or ``int`` keys, ``list``, ``tuple``) is described in the file and loads without an
-optimizer. Optax's states are NamedTuples, which a file without pickle cannot rebuild:
+optimizer, and so do bpjax's own states (:class:`bpjax.LMState`, the state of a
+:func:`bpjax.levenberg_marquardt` result), written by their name in ``bpjax``. Optax's states
+are NamedTuples of other packages, which a file without pickle cannot rebuild:
 ``load(path, optimizer=...)`` rebuilds them from ``optimizer.init``, checking that the file's
 structure, shapes and dtypes are what it makes (plain SGD, ``optax.EmptyState()``, needs no
 optimizer).
@@ -40,6 +42,13 @@ what is wrong.
 
 Activations are saved by name: a network that uses a user's activation can be loaded once the
 activation is registered again (:func:`bpjax.register_activation`).
+
+**The loss.** ``save(..., loss=...)`` records the name of the loss the weights were trained on
+(a :class:`bpjax.FitResult` does not carry it); :func:`load` gives it back as
+``Checkpoint.loss``, and :func:`bpjax.fit` or :func:`bpjax.sweep` resuming from the checkpoint
+train on it when given no ``loss=`` (another ``loss=`` is used, with a warning). Without it
+(``None``, and in files of earlier bpjax) resuming trains on the loss given, ``"squared"`` by
+default. A user's loss is saved by name: register it again before resuming.
 
 Arrays come back as JAX arrays, of the dtype saved — subject to JAX's own rule that 64-bit
 arrays need ``jax_enable_x64`` (without it a float64 file loads as float32, as any float64
@@ -63,7 +72,8 @@ import numpy as np
 import optax
 
 from bpjax import activations as _activations
-from bpjax.minibatch import as_transformation
+from bpjax.losses import get_loss
+from bpjax.minibatch import as_transformation, state_dtype
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_layers, check_params
 
@@ -89,6 +99,8 @@ class Checkpoint(NamedTuple):
       metadata: the user's JSON metadata (a dict).
       models: ``M`` for a sweep's checkpoint (which :func:`bpjax.sweep` resumes from), ``None``
         for one model's.
+      loss: the name of the loss the weights were trained on, if it was saved
+        (``save(..., loss=...)``): what :func:`bpjax.fit` resumes with by default.
     """
 
     net: Network
@@ -97,6 +109,7 @@ class Checkpoint(NamedTuple):
     epoch: Any
     metadata: dict
     models: int | None = None
+    loss: str | None = None
 
 
 class _Invalid(ValueError):
@@ -256,10 +269,23 @@ def _to_jax(v):
 # --- the optimizer state's structure ------------------------------------------------------------
 
 
+def _own_state(name):
+    """The NamedTuple class ``bpjax.<name>`` (a state bpjax defines, e.g. ``LMState``), or None."""
+    import bpjax  # at call time: bpjax imports this module
+
+    cls = getattr(bpjax, name, None) if name in bpjax.__all__ else None
+    return cls if isinstance(cls, type) and issubclass(cls, tuple) and \
+        hasattr(cls, "_fields") else None
+
+
 def _describe(x):
     """The container structure of ``x`` as JSON, or ``None`` if it has other nodes
-    (NamedTuples and other registered pytrees, which need the optimizer to be rebuilt)."""
+    (NamedTuples of other packages and other registered pytrees, which need the optimizer
+    to be rebuilt). bpjax's own NamedTuples are written by name: ``{"bpjax": [name, subs]}``."""
     t = type(x)
+    if _own_state(t.__name__) is t:
+        subs = [_describe(v) for v in x]
+        return None if any(s is None for s in subs) else {"bpjax": [t.__name__, subs]}
     if t is dict:
         items = []
         for k in x:
@@ -290,21 +316,27 @@ def _skeleton(tree):
         if kind in ("list", "tuple") and isinstance(items, list):
             subs = [_skeleton(v) for v in items]
             return subs if kind == "list" else tuple(subs)
+        if kind == "bpjax" and isinstance(items, list) and len(items) == 2 and \
+                isinstance(items[0], str) and isinstance(items[1], list):
+            cls = _own_state(items[0])
+            if cls is not None and len(cls._fields) == len(items[1]):
+                return cls(*(_skeleton(v) for v in items[1]))
     raise _Invalid(f"the optimizer state's 'tree' is not a tree description: {tree!r:.120}")
 
 
-def _check_keys(tree, what):
-    """Dict keys that ``_describe`` can write: str or int (bool excluded), at any depth."""
+def _check_keys(tree, what, json_only=False):
+    """Dict keys, at any depth, that the file gives back as they were: str or int (bool
+    excluded) in what ``_describe`` writes, str only in JSON metadata (``json_only``)."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            if type(k) not in (str, int):
-                raise TypeError(
-                    f"{what} has a dict key {k!r} ({type(k).__name__}): a checkpoint stores "
-                    f"dict keys that are str or int only")
-            _check_keys(v, f"{what}[{k!r}]")
+            if not (isinstance(k, str) if json_only else type(k) in (str, int)):
+                why = (f"JSON keys are str (it would come back as {str(k)!r})" if json_only
+                       else "a checkpoint stores dict keys that are str or int only")
+                raise TypeError(f"{what} has the key {k!r} ({type(k).__name__}): {why}")
+            _check_keys(v, f"{what}[{k!r}]", json_only)
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
-            _check_keys(v, f"{what}[{i}]")
+            _check_keys(v, f"{what}[{i}]", json_only)
 
 
 # --- save ---------------------------------------------------------------------------------------
@@ -327,19 +359,7 @@ def _check_metadata(metadata):
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-
-    def keys(v, where):
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                if not isinstance(k, str):
-                    raise TypeError(f"metadata{where} has the key {k!r} ({type(k).__name__}): "
-                                    f"JSON keys are str (it would come back as {str(k)!r})")
-                keys(sub, f"{where}[{k!r}]")
-        elif isinstance(v, (list, tuple)):
-            for i, sub in enumerate(v):
-                keys(sub, f"{where}[{i}]")
-
-    keys(metadata, "")
+    _check_keys(metadata, "metadata", json_only=True)
     return metadata
 
 
@@ -363,6 +383,7 @@ def save(
     *,
     epoch: int = 0,
     metadata: dict | None = None,
+    loss=None,
 ) -> Path:
     """Saves a network, its weights and optionally its optimizer state to one ``.npz`` file.
 
@@ -379,6 +400,9 @@ def save(
       epoch: the number of epochs trained so far (an int, or one per model for a sweep).
       metadata: a JSON-serialisable dict with ``str`` keys, returned by :func:`load` (tuples
         come back as lists).
+      loss: the loss the weights were trained on (a name or a :class:`bpjax.Loss`; its name
+        is stored), so that resuming from the file trains on it; default: a
+        :class:`Checkpoint`'s own, else none.
 
     Returns:
       The path written (the link's target for a symbolic link).
@@ -393,6 +417,10 @@ def save(
         raise TypeError(f"path must be a str or a path, got {type(path).__name__}: {path!r:.60}")
     if isinstance(params, Checkpoint) and metadata is None:
         metadata = params.metadata
+    if isinstance(params, Checkpoint) and loss is None:
+        loss = params.loss
+    if loss is not None:
+        loss = get_loss(loss).name  # an unknown name or a bad Loss: an error, nothing written
     if hasattr(params, "opt_state") and hasattr(params, "epoch"):  # a FitResult or Checkpoint
         if opt_state is not None:
             raise ValueError("pass either a result or opt_state, not both")
@@ -434,6 +462,7 @@ def save(
         "models": models,
         "arrays": info,
         "metadata": metadata,
+        "loss": loss,
     }
     try:
         blob = json.dumps(meta).encode()
@@ -617,7 +646,10 @@ def _parse(meta: dict) -> tuple:
                        "'leaves'")
     if not isinstance(meta["metadata"], dict):
         raise _Invalid(f"'metadata' must be an object, got {meta['metadata']!r:.60}")
-    return net, models, epoch, info["params"], state, meta["metadata"]
+    loss = meta.get("loss")  # absent from the files of earlier bpjax: not recorded
+    if loss is not None and not (isinstance(loss, str) and loss):
+        raise _Invalid(f"'loss' must be null or a loss's name, got {loss!r:.60}")
+    return net, models, epoch, info["params"], state, meta["metadata"], loss
 
 
 def load(path, *, net: Network | None = None,
@@ -632,7 +664,7 @@ def load(path, *, net: Network | None = None,
         SGD's ``optax.EmptyState()``. Ignored if the file holds no optimizer state.
 
     Returns:
-      A :class:`Checkpoint` ``(net, params, opt_state, epoch, metadata, models)``.
+      A :class:`Checkpoint` ``(net, params, opt_state, epoch, metadata, models, loss)``.
 
     Raises:
       TypeError: ``net`` is not a :class:`bpjax.Network` or ``optimizer`` not an optax
@@ -650,7 +682,7 @@ def load(path, *, net: Network | None = None,
     path = Path(path)
     meta, arrays = _read(path)
     try:
-        saved_net, models, epoch, params_info, state_info, metadata = _parse(meta)
+        saved_net, models, epoch, params_info, state_info, metadata, loss = _parse(meta)
         if net is not None and net != saved_net:
             raise ValueError(f"{path} holds another network:\n{saved_net!r}\nexpected\n{net!r}")
 
@@ -678,7 +710,7 @@ def load(path, *, net: Network | None = None,
                          f"hand-edited?): {e}") from None
     if models is not None:
         epoch = np.asarray(epoch, dtype=np.int64)
-    return Checkpoint(saved_net, params, opt_state, epoch, metadata, models)
+    return Checkpoint(saved_net, params, opt_state, epoch, metadata, models, loss)
 
 
 def _rebuild_state(path, state_info, leaves, optimizer, params, models):
@@ -705,7 +737,7 @@ def _rebuild_state(path, state_info, leaves, optimizer, params, models):
     out = []
     for n, (v, t) in enumerate(zip(leaves, leaves_t)):
         v = _to_jax(v)
-        if v.shape != t.shape or v.dtype != t.dtype:
+        if v.shape != t.shape or v.dtype != state_dtype(v.dtype, t.dtype):
             raise ValueError(
                 f"{path}: opt_state leaf {n} is {v.dtype}{list(v.shape)}, but the optimizer "
                 f"given makes {t.dtype}{list(t.shape)}")

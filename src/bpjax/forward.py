@@ -115,15 +115,16 @@ def _forward(net: Network, X: jax.Array, activation) -> Trace:
     return Trace(tuple(a), tuple(phi))
 
 
-def propagate_split(net: Network, w0: Sequence, W: Sequence, X: jax.Array) -> Trace:
+def propagate_split(net: Network, w0: Sequence | None, W: Sequence, X: jax.Array) -> Trace:
     """The forward trace for ``X`` of shape ``(..., D)`` from split, structural weights.
 
-    The training loop keeps the bias row ``w0`` apart from the rows ``W`` (``j ≥ 1``) so that
-    one sample's step works on vectors and updates each array in place.
+    A per-sample step keeps the bias row ``w0`` apart from the rows ``W`` (``j ≥ 1``) so that
+    it works on vectors and updates each array in place; with ``w0=None``, ``W[l-1]`` applies
+    the bias itself (``phi_in @ W[l-1]`` is all of ``a^l``: Algorithm 1's weights objects).
     """
     def activation(l, layer, phi_in):
         a_l = _weighted_sum(phi_in, W[l - 1])
-        return a_l + w0[l - 1] if layer.bias else a_l
+        return a_l + w0[l - 1] if layer.bias and w0 is not None else a_l
 
     return _forward(net, X, activation)
 

@@ -4,7 +4,7 @@
 
 A trainer (:mod:`bpjax.minibatch` for :func:`bpjax.fit` and :func:`bpjax.sweep`) says what one
 epoch does to the weights; :func:`run_epochs` runs epochs inside one ``lax.while_loop`` and adds
-what they all share: loss (1) after each epoch, the validation loss, and the stopping rules
+what they all share: the loss after each epoch, the validation loss, and the stopping rules
 (``tol``, ``patience``, divergence) described in :mod:`bpjax.training`. :func:`drive` calls the
 compiled loop in chunks of at most :data:`CHUNK` epochs from Python, with an optional progress
 bar, and :func:`result` turns the final state into a :class:`FitResult`.
@@ -24,11 +24,13 @@ import numpy as np
 
 from bpjax.distributed import to_host
 from bpjax.loss import loss_of_params
+from bpjax.losses import SQUARED
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
-           "check_on_divergence", "drive", "host_result", "initial_state", "initial_state_jit",
-           "result", "run_epochs", "warn_divergence"]
+           "check_on_divergence", "check_progress", "drive", "fresh_state", "host_result",
+           "initial_state",
+           "initial_state_jit", "result", "run_epochs", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -46,11 +48,12 @@ class FitResult(NamedTuple):
       params: the trained weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       opt_state: the optimizer state that goes with ``params`` (``optax.EmptyState()`` for the
         plain step); pass the result back to :func:`fit` to resume.
-      losses: loss (1) on the training set after each epoch kept, ``losses[t-1]`` after epoch
-        ``t`` of this call; shape ``(epochs_run,)``. That is ``(epochs,)`` unless training
-        stopped early: fewer entries after ``tol`` or ``patience``, and after divergence in
-        epoch ``t`` only the ``t - 1`` finite ones (none if the first epoch diverged).
-      val_losses: loss (1) on the validation set of the same weights as ``losses``, same
+      losses: the loss (``loss=``, (1) by default) on the training set after each epoch kept,
+        ``losses[t-1]`` after epoch ``t`` of this call; shape ``(epochs_run,)``. That is
+        ``(epochs,)`` unless training stopped early: fewer entries after ``tol`` or
+        ``patience``, and after divergence in epoch ``t`` only the ``t - 1`` finite ones (none
+        if the first epoch diverged).
+      val_losses: the same loss on the validation set of the same weights as ``losses``, same
         shape, or ``None`` without ``validation``.
       epoch: the number of epochs that made ``params``, in total, counting those of a resumed
         result (the epoch a resumed :func:`fit` continues from): ``epochs_run`` more than the
@@ -99,6 +102,7 @@ class Config(NamedTuple):
     masked: bool  # some weights are frozen or structural zeros
     batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
     extra_args: str = ""  # what the optimizer's update needs besides G_B (minibatch.extra_args)
+    loss: Any = SQUARED  # the bpjax.Loss trained on (its functions are part of the key)
 
 
 class Data(NamedTuple):
@@ -110,6 +114,8 @@ class Data(NamedTuple):
     Y_val: jax.Array | None
     trainable: tuple | None  # per layer: structure & ~frozen (bool), None if all trainable
     key: jax.Array | None  # shuffling key
+    s: jax.Array | None = None  # (N,) sample weights as r_i = s_i N / Σ s; None: all 1
+    s_val: jax.Array | None = None  # (N_val,) validation sample weights; None: all 1
 
 
 class Hyper(NamedTuple):
@@ -150,7 +156,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 
     ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
     ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
-    every trainer shares: loss (1) after each epoch, validation, the stopping rules.
+    every trainer shares: the loss after each epoch, validation, the stopping rules.
     ``stop(opt_state)``, if given, is a trainer's own reason to stop, checked before each
     epoch (:mod:`bpjax.levenberg_marquardt`: no step left to take); ``None`` adds nothing.
     """
@@ -170,7 +176,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 
     def body(s):
         params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
-        loss = loss_of_params(net, params, data.X, data.Y)
+        loss = loss_of_params(net, params, data.X, data.Y, data.s, config.loss)
         finite = jnp.isfinite(loss)
         # A diverged epoch is not kept: its weights are dropped, and so is it from the history
         # and the epoch counts, so that everything returned describes the same weights.
@@ -178,7 +184,8 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
         opt_state = _select(finite, opt_state, s.opt_state)
         kept = finite.astype(s.done.dtype)
         done = s.done + kept
-        val = loss_of_params(net, params, data.X_val, data.Y_val) if config.validate else loss
+        val = (loss_of_params(net, params, data.X_val, data.Y_val, data.s_val, config.loss)
+               if config.validate else loss)
         monitored = val if config.validate else loss
         improved = finite & (monitored < s.best_loss - hyper.min_delta)
         best_loss = jnp.where(improved, monitored, s.best_loss)
@@ -215,13 +222,25 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     return jax.lax.while_loop(cond, body, loop)
 
 
+def fresh_state(xp, dtype, epoch, chunk, best_loss=None) -> LoopState:
+    """The loop state before the first epoch, without the weights (``params``, ``opt_state``
+    and the best ones are ``None``): zeros, NaN histories of length ``chunk``, ``best_loss``
+    (default ``inf``). ``xp`` is ``jnp`` (traceable) or ``np`` (built on the host)."""
+    i32 = partial(xp.asarray, dtype=xp.int32)
+    no = xp.asarray(False)
+    return LoopState(
+        params=None, opt_state=None, best_params=None, best_opt_state=None,
+        best_loss=xp.asarray(xp.inf if best_loss is None else best_loss, dtype),
+        best_epoch=i32(0), since_best=i32(0), epoch=i32(epoch), done=i32(0), count=i32(0),
+        losses=xp.full(chunk, xp.nan, dtype), val_losses=xp.full(chunk, xp.nan, dtype),
+        converged=no, stopped_early=no, diverged=no)
+
+
 @functools.lru_cache(maxsize=32)
-def _constants(dtype, chunk: int, epoch: int) -> dict:
-    """The constant fields of a fresh loop state as device arrays, made once and shared (the
-    loop that takes them does not donate them)."""
-    return jax.device_put(dict(inf=np.asarray(np.inf, dtype), zero=np.int32(0),
-                               epoch=np.int32(epoch), nan=np.full(chunk, np.nan, dtype),
-                               false=np.False_))
+def _fresh_on_device(dtype, epoch: int, chunk: int) -> LoopState:
+    """:func:`fresh_state` as device arrays, made once and shared (the loop that takes them
+    does not donate them)."""
+    return jax.device_put(fresh_state(np, dtype, epoch, chunk))
 
 
 def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=False):
@@ -229,32 +248,25 @@ def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=Fal
 
     ``cached`` builds it without a device call, for a loop that does not donate its state: the
     weights and optimizer state as given (not copied), the other fields from
-    :func:`_constants`. Not with ``config.restore_best``, whose first candidate's loss needs
-    the device.
+    :func:`_fresh_on_device`. Not with ``config.restore_best``, whose first candidate's loss
+    needs the device.
     """
     dtype = params[0].dtype
     if cached:
-        c = _constants(np.dtype(dtype), chunk, int(epoch))
-        inf, zero, epoch, nan, false = c["inf"], c["zero"], c["epoch"], c["nan"], c["false"]
-        copy = lambda tree: tree
-    else:
-        inf, zero = jnp.asarray(jnp.inf, dtype), jnp.asarray(0, jnp.int32)
-        epoch, nan, false = jnp.asarray(epoch, jnp.int32), jnp.full(chunk, jnp.nan, dtype), \
-            jnp.asarray(False)
-        copy = partial(jax.tree.map, jnp.copy)
-    best_loss = inf
+        return _fresh_on_device(np.dtype(dtype), int(epoch), chunk)._replace(
+            params=params, opt_state=opt_state)
+    best_loss = None
     if config.restore_best:  # the initial weights are candidates too
-        X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
-        best_loss = loss_of_params(net, params, X, Y)
+        X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate
+                   else (data.X, data.Y, data.s))
+        best_loss = loss_of_params(net, params, X, Y, s, config.loss)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
-    best = config.restore_best  # the initial weights are the first candidate
-    return LoopState(
-        params=copy(params), opt_state=copy(opt_state), best_loss=best_loss, epoch=epoch,
-        best_params=copy(params) if best else None,
-        best_opt_state=copy(opt_state) if best else None,
-        losses=nan, val_losses=nan,
-        **dict.fromkeys(("best_epoch", "since_best", "done", "count"), zero),
-        **dict.fromkeys(("converged", "stopped_early", "diverged"), false),
+    copy = partial(jax.tree.map, jnp.copy)
+    return fresh_state(jnp, dtype, epoch, chunk, best_loss)._replace(
+        params=copy(params),
+        opt_state=copy(opt_state),
+        best_params=copy(params) if config.restore_best else None,
+        best_opt_state=copy(opt_state) if config.restore_best else None,
     )
 
 
@@ -386,6 +398,13 @@ def check_on_divergence(on_divergence) -> None:
     """``on_divergence`` must be ``"warn"`` or ``"ignore"``."""
     if not isinstance(on_divergence, str) or on_divergence not in ("warn", "ignore"):
         raise ValueError(f"on_divergence must be 'warn' or 'ignore', got {on_divergence!r}")
+
+
+def check_progress(progress) -> None:
+    """``progress`` must be ``True``, ``False`` or a dict of keyword arguments for ``tqdm``."""
+    if not isinstance(progress, (bool, np.bool_, dict)):
+        raise TypeError(f"progress must be True, False or a dict of tqdm keyword arguments, got "
+                        f"{type(progress).__name__}: {progress!r:.40}")
 
 
 def _listed(values, most=8) -> str:
