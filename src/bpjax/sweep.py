@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential
+from bpjax.algorithm1 import sequential, sequential_jit
 from bpjax.arguments import prepare
 from bpjax.compilation import batched_jit
 from bpjax.distributed import model_parallel, on_mesh
@@ -93,7 +93,7 @@ def _loop_many(net, optimizer, config, axes, loop, data, hyper, n):
 
 _STATIC = dict(static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
 _loop_many_jit = batched_jit(_loop_many, **_STATIC)
-_loop_many_sequential_jit = SequentialJit(_loop_many, **_STATIC)
+_loop_many_sequential_jit = sequential_jit(_loop_many, per_network=None, **_STATIC)
 
 
 @batched_jit(static_argnames=("net", "config", "axes", "chunk"))

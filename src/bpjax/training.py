@@ -112,7 +112,7 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential, vector_width
+from bpjax.algorithm1 import sequential, sequential_jit
 from bpjax.arguments import init_state, is_traced, prepare
 from bpjax.compilation import batched_jit
 from bpjax.distributed import data_parallel, on_mesh
@@ -136,7 +136,7 @@ __all__ = ["FitResult", "fit"]
 # copy to donate would cost as much as the buffers donation saves), built without a device call.
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"))
 _loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
-_loop_sequential_jit = SequentialJit(minibatch.run, width=vector_width, **_LOOP_STATIC)
+_loop_sequential_jit = sequential_jit(minibatch.run, **_LOOP_STATIC)
 
 
 def _start(net, optimizer, config, data, params, opt_state, epoch, chunk):
