@@ -1,0 +1,327 @@
+"""bp.explain: one sample's a, φ, δ, ∂L/∂w and Algorithm 1's step, against independent references.
+
+The references: the paper's own formulas for figure 2 (§1.3.1: equation (6) and the list of
+``∂φ_θ/∂w``, e.g. ``∂φ_θ/∂w^1_21 = w^2_11 x[2]``) worked by hand below; ``jax.grad`` of the
+plain-JAX reference loss of conftest; bpjax's forward_trace, deltas and backprop; and bp.fit
+with ``batch_size=1`` for the step. The written formulas are checked by evaluating them.
+"""
+
+import json
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpjax as bp
+from bpjax.explain import weight_symbol
+from conftest import DAG_NETS, assert_close_to_reference, reference_grad
+
+FIG2 = bp.Network(2, [bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity", bias=False)])
+# w^1: rows j = 0, 1, 2 (bias, x[1], x[2]); columns k = 1, 2. w^2: row 0 a structural zero.
+W1 = np.array([[1.0, -1.0], [2.0, 0.5], [-1.0, 3.0]])
+W2 = np.array([[0.0], [2.0], [-3.0]])
+X = np.array([1.0, 2.0])
+Y = 1.0
+# By hand: a^1_1 = 1 + 2·1 − 1·2 = 1, a^1_2 = −1 + 0.5·1 + 3·2 = 5.5,
+# φ_θ(x) = 2·1 + (−3)·5.5² = −88.75, residual φ_θ(x) − y = −89.75.
+A1, A2, OUT = 1.0, 5.5, -88.75
+R = OUT - Y
+NETS = {"figure_2": FIG2,
+        "feedforward": bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(3, "relu"),
+                                      bp.Layer(2, "identity")]),
+        **DAG_NETS}
+
+
+def fig2_params():
+    return (jnp.asarray(W1), jnp.asarray(W2))
+
+
+def paper_dphi_dw(w1, w2, x):
+    """∂φ_θ/∂w(x) as listed in §1.3.1, shaped like params (w^2_01 absent: 0)."""
+    a1 = w1[0, 0] + w1[1, 0] * x[0] + w1[2, 0] * x[1]
+    a2 = w1[0, 1] + w1[1, 1] * x[0] + w1[2, 1] * x[1]
+    return (np.array([[w2[1, 0], 2 * w2[2, 0] * a2],                 # w^1_01, w^1_02
+                      [w2[1, 0] * x[0], 2 * w2[2, 0] * x[0] * a2],   # w^1_11, w^1_12
+                      [w2[1, 0] * x[1], 2 * w2[2, 0] * x[1] * a2]]),  # w^1_21 (green path)
+            np.array([[0.0], [a1], [a2**2]]))
+
+
+# --- the paper's network, by hand ------------------------------------------------------------
+
+def test_figure_2_worked_by_hand():
+    step = bp.explain(FIG2, fig2_params(), X, Y)
+    np.testing.assert_array_equal(step.phi[0], X)
+    assert step.a[0] is None and step.delta[0] is None
+    np.testing.assert_allclose(step.a[1], [A1, A2], rtol=1e-15)
+    np.testing.assert_allclose(step.phi[1], [A1, A2**2], rtol=1e-15)
+    np.testing.assert_allclose(step.phi[2], [OUT], rtol=1e-15)
+    # δ^2_1 = (φ − y)·1; δ^1_1 = 1·w^2_11 δ^2_1; δ^1_2 = 2 a^1_2 · w^2_21 δ^2_1
+    np.testing.assert_allclose(step.delta[2], [R], rtol=1e-15)
+    np.testing.assert_allclose(step.delta[1], [2.0 * R, 2 * A2 * -3.0 * R], rtol=1e-15)
+    assert float(step.loss) == 0.5 * R**2  # one sample: L(x_i) = ½ (φ − y)², N = 1
+    # ∂L/∂w(x_i) = ∂φ_θ/∂w(x_i) (φ_θ(x_i) − y_i), with the paper's ∂φ_θ/∂w
+    d1, d2 = paper_dphi_dw(W1, W2, X)
+    np.testing.assert_allclose(step.grads[0], d1 * R, rtol=1e-14)
+    np.testing.assert_allclose(step.grads[1], d2 * R, rtol=1e-14)
+    # the green path: ∂L/∂w^1_21 = w^2_11 x[2] (φ − y) = 2 · 2 · (−89.75)
+    assert float(step.grads[0][2, 0]) == 2.0 * 2.0 * R
+
+
+def test_figure_2_one_step_of_algorithm_1():
+    eta, N = 0.5, 200
+    step = bp.explain(FIG2, fig2_params(), X, Y, learning_rate=eta, N=N)
+    d1, d2 = paper_dphi_dw(W1, W2, X)
+    np.testing.assert_allclose(step.updated[0], W1 - eta / N * d1 * R, rtol=1e-14)
+    np.testing.assert_allclose(step.updated[1], W2 - eta / N * d2 * R, rtol=1e-14)
+    assert float(step.updated[1][0, 0]) == 0.0  # the structural zero stays
+    # and the printed table says so, with the numbers of line 6
+    text = str(step)
+    assert "η = 0.5" in text and "N = 200" in text and "η/N = 0.0025" in text
+    row = next(line for line in text.splitlines() if line.startswith("w^1_21"))
+    assert row.split() == ["w^1_21", "-1", "x[2]", "=", "2", "-179.5", "-359",
+                           f"{-1 - eta / N * -359:.6g}"]
+
+
+def test_figure_2_against_the_library_and_jax_grad():
+    params = fig2_params()
+    step = bp.explain(FIG2, params, X, Y)
+    tr = bp.forward_trace(FIG2, params, X)
+    deltas = bp.deltas(FIG2, params, X, [Y])
+    for l in range(1, 3):
+        np.testing.assert_array_equal(step.a[l], tr.a[l])
+        np.testing.assert_array_equal(step.phi[l], tr.phi[l])
+        np.testing.assert_array_equal(step.delta[l], deltas[l][0])
+    for g, b in zip(step.grads, bp.backprop(FIG2, params, X, [Y])):
+        np.testing.assert_array_equal(g, b)
+    assert_close_to_reference(step.grads, reference_grad(FIG2, params, X[None], jnp.array([[Y]])))
+
+
+def test_figure_2_formulas_are_the_papers():
+    step = bp.explain(FIG2, fig2_params(), X, Y)
+    assert step.formula(1, 1) == "φ^1_1 = w^1_01 + w^1_11 x[1] + w^1_21 x[2]"
+    assert step.formula(1, 2) == "φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²"
+    assert step.formula(2, 1) == "φ^2_1 = w^2_11 φ^1_1 + w^2_21 φ^1_2"  # no w^2_01
+    # equation (6), written out down to x
+    assert step.formula(2, 1, expand=True) == (
+        "φ^2_1 = w^2_11 (w^1_01 + w^1_11 x[1] + w^1_21 x[2]) "
+        "+ w^2_21 (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²")
+    assert step.formula(1, 2, numbers=True) == (
+        "φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])² = (-1 + 0.5·1 + 3·2)² = 5.5² = 30.25")
+    assert step.delta_formula(2, 1, numbers=True) == (
+        "δ^2_1 = ∂L/∂φ^2_1 · ∂φ^2_1/∂a^2_1 = (φ^2_1 − y_1) · 1 = (-88.75 − 1) · 1 = -89.75")
+    assert step.delta_formula(1, 2) == (
+        "δ^1_2 = ∂φ^1_2/∂a^1_2 · (w^2_21 δ^2_1) = 2·a^1_2 · (w^2_21 δ^2_1)")
+    assert step.formulas() == (step.formula(1, 1), step.formula(1, 2), step.formula(2, 1))
+
+
+# --- every network: the same numbers as the library and jax.grad ------------------------------
+
+def _random(net, seed):
+    params = bp.init(net, jax.random.key(seed), dtype=jnp.float64)
+    rng = np.random.default_rng(seed)
+    return params, rng.normal(size=net.inputs), rng.normal(size=net.outputs)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_numbers_match_the_library_and_jax_grad(name):
+    net = NETS[name]
+    params, x, y = _random(net, 1)
+    step = bp.explain(net, params, x, y)
+    tr = bp.forward_trace(net, params, x)
+    deltas = bp.deltas(net, params, x, y)
+    assert len(step.a) == len(step.phi) == len(step.delta) == net.depth + 1
+    for l in range(1, net.depth + 1):
+        np.testing.assert_array_equal(step.a[l], tr.a[l])
+        np.testing.assert_array_equal(step.phi[l], tr.phi[l])
+        np.testing.assert_array_equal(step.delta[l], deltas[l][0])
+        assert step.delta[l].shape == (net.sizes[l],)
+    for g, b in zip(step.grads, bp.backprop(net, params, x, y)):
+        np.testing.assert_array_equal(g, b)
+    assert_close_to_reference(step.grads, reference_grad(net, params, x[None], y[None]))
+    np.testing.assert_allclose(step.loss, 0.5 * np.sum((np.asarray(tr.phi[-1]) - y) ** 2),
+                               rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["figure_2", "masked_skip", "fan_out"])
+def test_chained_steps_are_one_epoch_of_algorithm_1(name):
+    """Line 6 for i = 1..N in order, each step from the weights the previous one left, is
+    bp.fit's epoch with batch_size=1; clamped weights stay."""
+    net = NETS[name]
+    params, _, _ = _random(net, 2)
+    rng = np.random.default_rng(3)
+    Xs, Ys = rng.normal(size=(5, net.inputs)), rng.normal(size=(5, net.outputs))
+    eta = 0.1
+    w = (net.depth, 1, 1)  # w^L_11 exists in these networks: clamp it
+    params, frozen = bp.clamp(net, params, {w: 0.25})
+    p = params
+    for x, y in zip(Xs, Ys):
+        p = bp.explain(net, p, x, y, learning_rate=eta, N=len(Xs), frozen=frozen).updated
+    fitted = bp.fit(net, params, Xs, Ys, learning_rate=eta, epochs=1, batch_size=1,
+                    frozen=frozen).params
+    for a, b in zip(p, fitted):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert float(p[w[0] - 1][w[1], w[2] - 1]) == 0.25
+
+
+# --- the written formulas compute the numbers ----------------------------------------------
+
+_FUNCTIONS = {"tanh": np.tanh, "σ": lambda v: 1 / (1 + np.exp(-v)), "max": max,
+              "log": np.log, "e": np.e}
+
+
+def _evaluate(expression: str) -> float:
+    """A formula with numbers, in Python: ``·`` ``²`` ``σ(`` ``e^(`` ``−`` translated."""
+    py = (expression.replace("·", "*").replace("²", "**2").replace("−", "-")
+          .replace("e^", "e**"))
+    return float(eval(py, {"__builtins__": {}}, _FUNCTIONS))  # noqa: S307 - our own output
+
+
+def _symbols(step):
+    """Every symbol of the written formulas with its value: w^l_jk, x[k], φ^s_i."""
+    values = {}
+    for l in range(1, step.net.depth + 1):
+        w = np.asarray(step.params[l - 1])
+        for j in range(w.shape[0]):
+            for k in range(1, w.shape[1] + 1):
+                values[weight_symbol(l, j, k)] = w[j, k - 1]
+        for k in range(1, step.net.sizes[l] + 1):
+            values[f"φ^{l}_{k}"] = np.asarray(step.phi[l])[k - 1]
+    for k in range(1, step.net.inputs + 1):
+        values[f"x[{k}]"] = np.asarray(step.x)[k - 1]
+    return values
+
+
+_SYMBOL = re.compile(r"w\^\d+_(?:\(\d+,\d+\)|\d\d)|x\[\d+\]|φ\^\d+_\d+")
+
+
+def _evaluate_symbols(expression: str, values: dict) -> float:
+    """A symbolic formula at the given values; a product of symbols is written with a space."""
+    expression = re.sub(r"(?<=[\w\]\)²]) (?=[wxφσ(]|tanh|max|log)", " * ", expression)
+    return _evaluate(_SYMBOL.sub(lambda m: f"({float(values[m.group()])!r})", expression))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_formulas_evaluate_to_the_values(name):
+    net = NETS[name]
+    params, x, y = _random(net, 4)
+    step = bp.explain(net, params, x, y)
+    values = _symbols(step)
+    for l in range(1, net.depth + 1):
+        for k in range(1, net.sizes[l] + 1):
+            phi = float(np.asarray(step.phi[l])[k - 1])
+            stages = step.formula(l, k, numbers=True).split(" = ")
+            assert stages[0] == f"φ^{l}_{k}"
+            assert math.isclose(float(stages[-1]), phi, rel_tol=1e-5, abs_tol=1e-6)
+            if len(stages) > 2:  # the sum with numbers (6 significant digits)
+                assert math.isclose(_evaluate(stages[2]), phi, rel_tol=1e-4, abs_tol=1e-5)
+            for expand in (False, True):
+                symbolic = step.formula(l, k, expand=expand).split(" = ")[1]
+                got = _evaluate_symbols(symbolic, values)
+                assert math.isclose(got, phi, rel_tol=1e-9, abs_tol=1e-12), symbolic
+            delta = float(np.asarray(step.delta[l])[k - 1])
+            stages = step.delta_formula(l, k, numbers=True).split(" = ")
+            assert math.isclose(float(stages[-1].split(":")[0]), delta, rel_tol=1e-5,
+                                abs_tol=1e-6)
+            if len(stages) > 2:
+                assert math.isclose(_evaluate(stages[-2]), delta, rel_tol=1e-4, abs_tol=1e-5)
+
+
+# --- renderings ------------------------------------------------------------------------------
+
+def test_text_markdown_html_and_json_carry_every_number():
+    net = DAG_NETS["masked_skip"]
+    params, x, y = _random(net, 5)
+    step = bp.explain(net, params, x, y, learning_rate=0.3, N=10)
+    text, md, page = str(step), step.to_markdown(), step._repr_html_()
+    assert page == step.to_html() and page.startswith('<div class="bpjax-explain">')
+    assert "w<sup>3</sup><sub>21</sub>" in page and "δ<sup>l</sup><sub>k</sub>" in page
+    data = json.loads(step.to_json())
+    weights = {(w["l"], w["j"], w["k"]): w for w in data["weights"]}
+    assert len(weights) == net.num_params  # structural zeros are not weights
+    for l in range(1, net.depth + 1):
+        exists = net.structure(l)
+        g, u = np.asarray(step.grads[l - 1]), np.asarray(step.updated[l - 1])
+        for j, k in zip(*np.nonzero(exists)):
+            w = weights[(l, int(j), int(k) + 1)]
+            assert w["grad"] == float(g[j, k]) and w["updated"] == float(u[j, k])
+            symbol = weight_symbol(l, int(j), int(k) + 1)
+            assert w["symbol"] == symbol
+            assert symbol in text and f"`{symbol}`" in md
+        for j, k in zip(*np.nonzero(~exists)):
+            symbol = weight_symbol(l, int(j), int(k) + 1)
+            assert symbol in data["structural_zeros"] and (l, int(j), int(k) + 1) not in weights
+        np.testing.assert_array_equal(data["grads"][l - 1], step.grads[l - 1])
+        np.testing.assert_array_equal(data["params"][l - 1], step.params[l - 1])
+    neurons = {(n["l"], n["k"]): n for n in data["neurons"]}
+    assert len(neurons) == sum(net.sizes)
+    assert neurons[(2, 1)]["delta"] == float(step.delta[2][0])
+    assert neurons[(2, 1)]["formula"] == step.formula(2, 1)
+    assert data["loss"] == {"name": "squared", "value": float(step.loss),
+                            "formula": "L(x_i) = ½ Σ_k (φ^L_k − y_k)²"}
+    assert data["learning_rate"] == 0.3 and data["N"] == 10
+    assert data["network"]["sizes"] == list(net.sizes)
+    # the exported weights load back
+    again = bp.explain(net, tuple(jnp.asarray(w) for w in data["params"]), x, y)
+    np.testing.assert_array_equal(again.grads[1], step.grads[1])
+    assert "| `φ^3_2` | 3 | 2 |" in md
+    assert "clamped" not in text
+
+
+def test_large_networks_render_a_bounded_table():
+    net = bp.Network(30, [bp.Layer(30, "tanh"), bp.Layer(2, "identity")])
+    params, x, y = _random(net, 6)
+    step = bp.explain(net, params, x, y)
+    text = step.to_text(max_rows=50)
+    assert f"… {net.num_params - 50} more rows" in text
+    assert len(text.splitlines()) < 250
+    assert "more rows" not in step.to_text(max_rows=10_000)
+
+
+def test_float32_stays_float32_and_clamps_are_marked():
+    params = tuple(w.astype(jnp.float32) for w in fig2_params())
+    params, frozen = bp.clamp(FIG2, params, {(1, 0, 2): 0.0, (2, 1, 1): 1.0, (2, 2, 1): 1.0})
+    step = bp.explain(FIG2, params, X.astype(np.float32), Y, learning_rate=0.5, N=200,
+                      frozen=frozen)
+    assert all(g.dtype == jnp.float32 for g in step.grads)
+    assert all(u.dtype == jnp.float32 for u in step.updated)
+    assert float(step.updated[1][1, 0]) == 1.0 and float(step.updated[0][0, 1]) == 0.0
+    assert str(step).count("(clamped)") == 3
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(net="net"), TypeError, r"explain expects a bpjax.Network, got str"),
+    (dict(x=np.ones((3, 2))), ValueError, r"explain takes one sample: x must have shape \(D,\)"),
+    (dict(x=np.ones(3)), ValueError, r"x must have shape \(N, D\) = \(N, 2\) or \(D,\)"),
+    (dict(y=np.ones(2)), ValueError, r"y must have shape \(d,\) = \(1,\)"),
+    (dict(learning_rate=0.0), ValueError, r"learning_rate"),
+    (dict(learning_rate="fast"), TypeError, r"learning_rate"),
+    (dict(learning_rate=0.1, N=0), ValueError, r"N"),
+    (dict(learning_rate=0.1, N=2.5), TypeError, r"N"),
+    (dict(N=5), ValueError, r"N is the 1/N of Algorithm 1's step: pass learning_rate"),
+    (dict(frozen=bp.frozen_mask(FIG2, [(1, 0, 1)])), ValueError, r"frozen= clamps"),
+    (dict(learning_rate=0.1, frozen=(np.zeros((3, 2), bool),)), ValueError,
+     r"frozen has 1 layers"),
+    (dict(loss="hinge"), ValueError, r"unknown loss 'hinge'; known losses: squared"),
+    (dict(params=(np.ones((2, 2)), np.ones((3, 1)))), ValueError, r"params\[0\] \(layer 1\)"),
+])
+def test_bad_arguments(kwargs, error, message):
+    args = dict(net=FIG2, params=fig2_params(), x=X, y=Y)
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        bp.explain(args.pop("net"), args.pop("params"), args.pop("x"), args.pop("y"), **args)
+
+
+@pytest.mark.parametrize("l, k, message", [
+    (0, 1, r"layer l must be an int in 1..L = 1..2, got 0"),
+    (3, 1, r"layer l must be an int in 1..L = 1..2, got 3"),
+    (1, 3, r"neuron k of layer 1 must be an int in 1..N_1 = 1..2"),
+    (1, 0, r"neuron k of layer 1 must be an int in 1..N_1 = 1..2 \(counted from 1\), got 0"),
+])
+def test_bad_neurons(l, k, message):
+    step = bp.explain(FIG2, fig2_params(), X, Y)
+    for method in (step.formula, step.delta_formula):
+        with pytest.raises(ValueError, match=message):
+            method(l, k)
