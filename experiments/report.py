@@ -39,6 +39,7 @@ ORDER = (
     "e8_skip_connection",
     "e10_custom_loss",
     "e11_levenberg_marquardt",
+    "e13_training_animation",
 )
 
 
@@ -64,6 +65,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(data)
+
+
+def save_file(name: str, data: bytes) -> str:
+    """Saves ``data`` as ``results/<name>`` (e.g. ``"e13_training_animation.gif"``), atomically;
+    returns the markdown image link."""
+    _atomic_write(RESULTS / name, data)
+    return f"![{name.rsplit('.', 1)[0]}]({name})"
 
 
 def save_figure(fig, name: str) -> str:

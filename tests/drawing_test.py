@@ -234,7 +234,7 @@ def test_gradients_on_edges_width_by_magnitude_colour_by_sign():
         assert patch.get_linewidth() == pytest.approx(0.5 + 5.5 * abs(v) / largest), gid
     (ax,) = fig.axes
     labels = {t.get_text() for t in ax.texts}
-    assert "$w^{1}_{2,1}$ = -359" in labels  # the green path's gradient, w^2_11 x[2] (φ − y)
+    assert r"$\partial\mathcal{L}/\partial w^{1}_{2,1}$ = -359" in labels  # the green path's gradient, w^2_11 x[2] (φ − y)
     # δ on the neurons: δ^2_1 = φ − y, δ^1_1 = w^2_11 δ^2_1, δ^1_2 = 2 a^1_2 w^2_21 δ^2_1
     assert _values(fig) == {"value(2,1)": "-89.75", "value(1,1)": "-179.5",
                             "value(1,2)": "2962"}
@@ -305,3 +305,15 @@ def test_a_summarised_network_carries_numbers_on_what_is_drawn():
 def test_bad_number_arguments(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         bp.draw_network(FIG2, **kwargs)
+
+
+def test_a_fixed_edge_scale_and_digits():
+    fig = bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", edge_scale=6.0, digits=2)
+    edges = _edges(fig)
+    assert edges["w^1_(2,2)"].get_linewidth() == pytest.approx(0.5 + 5.5 * 3 / 6)  # |w| = 3
+    (ax,) = fig.axes
+    assert "$w^{1}_{1,2}$ = 0.5" in {t.get_text() for t in ax.texts}
+    with pytest.raises(ValueError, match="edge_scale"):
+        bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", edge_scale=0.0)
+    with pytest.raises(ValueError, match="digits"):
+        bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", digits=0)

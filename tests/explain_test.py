@@ -59,6 +59,9 @@ def test_figure_2_worked_by_hand():
     np.testing.assert_allclose(step.phi[1], [A1, A2**2], rtol=1e-15)
     np.testing.assert_allclose(step.phi[2], [OUT], rtol=1e-15)
     # δ^2_1 = (φ − y)·1; δ^1_1 = 1·w^2_11 δ^2_1; δ^1_2 = 2 a^1_2 · w^2_21 δ^2_1
+    # Algorithm 2, lines 6-7: ∂φ/∂a = 1 for z, 2a for z²
+    np.testing.assert_array_equal(step.dphi[1], [1.0, 2 * A2])
+    np.testing.assert_array_equal(step.dphi[2], [1.0])
     np.testing.assert_allclose(step.delta[2], [R], rtol=1e-15)
     np.testing.assert_allclose(step.delta[1], [2.0 * R, 2 * A2 * -3.0 * R], rtol=1e-15)
     assert float(step.loss) == 0.5 * R**2  # one sample: L(x_i) = ½ (φ − y)², N = 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bpjax.arguments import number
 from bpjax.clamping import check_frozen
 from bpjax.explain import explain
 from bpjax.forward import forward_trace
@@ -240,6 +241,13 @@ def _label_place(src, dst, rad, width, placed, nodes):
     return cx, cy
 
 
+def _visible(label: str) -> int:
+    """About how many characters wide a label with mathtext is (a command is one glyph)."""
+    import re
+
+    return len(re.sub(r"[{}$^_]", "", re.sub(r"\\[a-zA-Z]+", "x", label)))
+
+
 def _signed(v: float) -> str:
     return POSITIVE if v > 0 else NEGATIVE if v < 0 else EDGE
 
@@ -262,6 +270,8 @@ def draw_network(
     edges: str | None = None,
     frozen=None,
     loss: str = "squared",
+    edge_scale: float | None = None,
+    digits: int = 4,
 ):
     """Draws ``net`` as a graph: layers as columns, one line per existing connection.
 
@@ -312,6 +322,9 @@ def draw_network(
       frozen: optional clamps (:func:`bpjax.clamp`): those connections are dotted and
         labelled "clamped".
       loss: the loss of ``δ`` and ``∂L/∂w``: ``"squared"``, equation (1).
+      edge_scale: the ``|value|`` drawn as the widest line (larger ones are as wide); default
+        the largest drawn. Fix it to compare drawings, e.g. the frames of an animation.
+      digits: the significant digits of the numbers written (``≥ 1``).
 
     Returns:
       The ``matplotlib.figure.Figure`` drawn into.
@@ -326,6 +339,9 @@ def draw_network(
                            ("max_connections", max_connections, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < least:
             raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
+    if edge_scale is not None:
+        edge_scale = float(number(edge_scale, "edge_scale", minimum=0, strict=True))
+    digits = int(number(digits, "digits", integer=True, minimum=1))
     on, n_paths, weight_edge = None, 0, None
     if highlight is not None:
         m, p, r = check_weight(net, highlight)
@@ -422,6 +438,8 @@ def draw_network(
     if edge_values is not None:
         edge_max = max((abs(float(edge_values[l - 1][j, k - 1])) for l, j, k, *_ in edges),
                        default=0.0)
+    if edge_scale is not None:
+        edge_max = edge_scale
     if node_values is not None:
         node_max = max((abs(float(node_values[l][k - 1])) for (l, k) in pos
                         if node_values[l] is not None), default=0.0)
@@ -437,7 +455,8 @@ def draw_network(
         value = None
         if edge_values is not None:
             value = float(edge_values[l - 1][j, k - 1])
-            width = 0.5 + (widest - 0.5) * (abs(value) / edge_max if edge_max > 0 else 0.0)
+            width = 0.5 + (widest - 0.5) * (min(abs(value) / edge_max, 1.0) if edge_max > 0
+                                            else 0.0)
             colour = HIGHLIGHT if lit else _signed(value)
         style = ":" if clamped else "--" if skip and not lit else "-"
         edge = FancyArrowPatch(
@@ -449,11 +468,14 @@ def draw_network(
         ax.add_patch(edge)
         if label_weights or (l, j, k) == weight_edge:
             label = _weight_tex(l, j, k)
+            if value is not None and edge_kind == "grad":  # the number is ∂L/∂w, not w
+                label = f"$\\partial\\mathcal{{L}}/\\partial {label.strip('$')}$"
             if value is not None:
-                label += f" = {value:.4g}"
+                label += f" = {value:.{digits}g}"
             if clamped:
                 label += " (clamped)"
-            xy = _label_place(src, dst, rad, 0.045 * len(label) + 0.2, placed, node_centres)
+            xy = _label_place(src, dst, rad, 0.075 * _visible(label) + 0.15, placed,
+                              node_centres)
             ax.annotate(label, xy, fontsize=9 if lit else 7,
                         color=HIGHLIGHT if lit else "#333333", ha="center", va="bottom",
                         zorder=6, bbox=dict(boxstyle="round,pad=0.1", fc="white",
@@ -486,7 +508,8 @@ def draw_network(
         ax.text(cx, cy, text, ha="center", va="center", fontsize=10 if len(text) <= 4 else 7,
                 zorder=5)
         if value is not None:
-            ax.text(cx, cy - radius - 0.06, f"{value:.4g}", ha="center", va="top", fontsize=7.5,
+            ax.text(cx, cy - radius - 0.06, f"{value:.{digits}g}", ha="center", va="top",
+                    fontsize=7.5,
                     zorder=6, gid=f"value({l},{k})",
                     bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="#bbbbbb", lw=0.5))
     for l, (cx, cy) in bias.items():
@@ -524,7 +547,7 @@ def draw_network(
         key.append(f"neurons: ${NODE_VALUES[nodes][1]}$")
     if edge_values is not None:
         key.append(f"connections: ${EDGE_VALUES[edge_kind]}$ (width ∝ |value|, largest "
-                   f"{edge_max:.4g})")
+                   f"{edge_max:.{digits}g})")
     if key:
         key_text = "; ".join(key) + "\nblue > 0, orange < 0" + (f"; at {sample}" if sample else "")
         ax.text((xlim[0] + xlim[1]) / 2, bottom - 0.75, key_text, ha="center", va="top",

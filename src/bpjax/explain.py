@@ -111,6 +111,8 @@ class Explanation(NamedTuple):
       phi: ``phi[l]`` is ``φ^l`` ``(N_l,)`` for ``l = 0..L``; ``phi[0] == x``.
       delta: ``delta[l]`` is ``δ^l = ∂L(x_i)/∂a^l`` ``(N_l,)``; ``delta[0]`` is None (as
         :func:`bpjax.deltas`).
+      dphi: ``dphi[l]`` is ``∂φ^l_k/∂a^l_k`` at ``a^l`` ``(N_l,)``, the factor of equation (2)
+        (Algorithm 2, lines 4-8); ``dphi[0]`` is None.
       loss: the sample's loss ``L(x_i)`` (``N = 1``), a scalar.
       grads: ``∂L/∂w(x_i)``, shaped like ``params``: ``grads[l-1][j, k-1] == ∂L/∂w^l_jk``,
         equal to ``bp.backprop(net, params, x, y)``.
@@ -129,6 +131,7 @@ class Explanation(NamedTuple):
     a: tuple
     phi: tuple
     delta: tuple
+    dphi: tuple
     loss: jax.Array
     grads: Params
     params: Params
@@ -239,8 +242,7 @@ class Explanation(NamedTuple):
         net, L = self.net, self.net.depth
         name = net.layer(l).activations[k - 1].name
         dphi_sym = activations.dphi_expression(name, l, k)
-        dphi_val = float(np.asarray(activations.dphi(net.layer(l).activations,
-                                                     self.a[l]))[k - 1])
+        dphi_val = float(np.asarray(self.dphi[l])[k - 1])
         value = _num(np.asarray(self.delta[l])[k - 1])
         head = f"δ^{l}_{k}"
         if l == L:
@@ -313,20 +315,21 @@ class Explanation(NamedTuple):
             for k in range(1, net.sizes[l] + 1):
                 phi = _num(np.asarray(self.phi[l])[k - 1])
                 if l == 0:
-                    rows.append([_Sym(f"x[{k}]"), "0", str(k), "input", "", phi, ""])
+                    rows.append([_Sym(f"x[{k}]"), "0", str(k), "input", "", phi, "", ""])
                     continue
                 name = net.layer(l).activations[k - 1].name
                 rows.append([_Sym(f"φ^{l}_{k}"), str(l), str(k),
                              _Sym(activations.phi_expression(name, "z", atomic=True)),
                              _num(np.asarray(self.a[l])[k - 1]), phi,
+                             _num(np.asarray(self.dphi[l])[k - 1]),
                              _num(np.asarray(self.delta[l])[k - 1])])
         doc.append(("table", ["neuron", "l", "k", "φ^l_k(z)", "a^l_k", "φ^l_k",
-                              "δ^l_k = ∂L/∂a^l_k"], rows))
+                              "∂φ^l_k/∂a^l_k", "δ^l_k = ∂L/∂a^l_k"], rows))
 
         step = self.learning_rate is not None
         headers = ["weight", "w^l_jk", "φ^{l-1}_j", "δ^l_k", "∂L/∂w^l_jk = φ^{l-1}_j δ^l_k"]
         if step:
-            headers.append("w − (η/N) ∂L/∂w")
+            headers.append("w^l_jk − (η/N) ∂L/∂w^l_jk")
         rows = []
         for l, j, k, w, g, u, clamped in self._weights():
             phi_in = "1 (bias)" if j == 0 else _Sym(
@@ -445,7 +448,7 @@ class Explanation(NamedTuple):
             return None if tree is None else [np.asarray(v, np.float64).tolist() for v in tree]
 
         neurons = [{"l": 0, "k": k, "symbol": f"x[{k}]", "activation": None, "a": None,
-                    "phi": float(np.asarray(self.phi[0])[k - 1]), "delta": None,
+                    "phi": float(np.asarray(self.phi[0])[k - 1]), "dphi": None, "delta": None,
                     "formula": None, "delta_formula": None}
                    for k in range(1, net.inputs + 1)]
         for l in range(1, L + 1):
@@ -455,6 +458,7 @@ class Explanation(NamedTuple):
                     "activation": net.layer(l).activations[k - 1].name,
                     "a": float(np.asarray(self.a[l])[k - 1]),
                     "phi": float(np.asarray(self.phi[l])[k - 1]),
+                    "dphi": float(np.asarray(self.dphi[l])[k - 1]),
                     "delta": float(np.asarray(self.delta[l])[k - 1]),
                     "formula": self.formula(l, k),
                     "formula_numbers": self.formula(l, k, numbers=True),
@@ -588,7 +592,9 @@ def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 
         updated = tuple(apply_update(w, -(learning_rate / N) * g,
                                      None if frozen is None else ~f)
                         for w, g, f in zip(params, grads, frozen or (None,) * net.depth))
+    dphi = (None, *(activations.dphi(layer.activations, a)  # equation (2)'s ∂φ^l_k/∂a^l_k
+                    for layer, a in zip(net.layers, tr.a[1:])))
     return Explanation(
         net=net, x=tr.phi[0], y=jnp.asarray(Y[0], dtype), a=tr.a, phi=tr.phi,
-        delta=(None, *(d[0] for d in delta[1:])), loss=value, grads=grads, params=params,
+        delta=(None, *(d[0] for d in delta[1:])), dphi=dphi, loss=value, grads=grads, params=params,
         learning_rate=learning_rate, N=N, updated=updated, frozen=frozen, loss_name=loss)
