@@ -14,7 +14,8 @@ in this process. They are read as the JSON they are (nbformat 4), not run throug
 kernel (nbclient + ipykernel): no kernel process to start per notebook and per xdist worker
 (seconds each), no test dependency beyond the library's, tracebacks that name the notebook and
 its cell, and the same rules as the pages. What a kernel would add is checked here instead:
-no IPython syntax (``%magic``, ``!shell``) in a cell, and a cell that ends in an expression
+no IPython syntax (``%magic``, ``!shell``) in a cell but ``%matplotlib inline`` (a no-op
+here, where figures are not shown), and a cell that ends in an expression
 is displayed as Jupyter would, through its ``_repr_html_`` when it has one. Notebooks are
 stored without outputs (``make docs`` executes them for the site).
 """
@@ -80,7 +81,9 @@ def python_blocks(text: str) -> list[Block]:
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    """README.md and the pages under docs/, not the copies that ``make docs`` leaves in _build."""
+    return [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("**/*.md")
+                                        if "_build" not in p.relative_to(ROOT).parts)]
 
 
 def run_page(path: Path, namespace: dict | None = None) -> dict:
@@ -150,7 +153,9 @@ def test_a_failing_block_names_the_page_and_its_line(tmp_path):
 # --- notebooks ----------------------------------------------------------------------------------
 
 def notebooks() -> list[Path]:
-    return sorted((ROOT / "docs").glob("**/*.ipynb"))
+    """The notebooks under docs/, not the executed copies that ``make docs`` leaves in _build."""
+    return sorted(p for p in (ROOT / "docs").glob("**/*.ipynb")
+                  if "_build" not in p.relative_to(ROOT).parts)
 
 
 def notebook_cells(path: Path) -> list[Block]:
@@ -165,10 +170,12 @@ def notebook_cells(path: Path) -> list[Block]:
             continue
         assert cell["outputs"] == [] and cell["execution_count"] is None, \
             f"{path.name}, cell {i}: store notebooks without outputs"
-        code = "".join(cell["source"])
-        magic = [line for line in code.splitlines() if line.lstrip().startswith(("%", "!"))]
+        # `%matplotlib inline` makes Jupyter show figures; headless here (Agg), a no-op
+        lines = ["" if line.strip() == "%matplotlib inline" else line
+                 for line in "".join(cell["source"]).splitlines()]
+        magic = [line for line in lines if line.lstrip().startswith(("%", "!"))]
         assert not magic, f"{path.name}, cell {i}: IPython syntax {magic[0]!r}"
-        blocks.append(Block(i, code + "\n", "python"))
+        blocks.append(Block(i, "\n".join(lines) + "\n", "python"))
     return blocks
 
 
@@ -210,6 +217,7 @@ def test_there_is_a_notebook_and_the_runner_checks_it(tmp_path):
     page.write_text(json.dumps(bad))
     with pytest.raises(AssertionError, match="IPython syntax '%timeit x'"):
         run_notebook(page)
-    good = dict(bad, cells=[dict(cell, source=["x = 2"]), dict(cell, source=["y = x * 3\n", "y"])])
+    good = dict(bad, cells=[dict(cell, source=["%matplotlib inline\n", "x = 2"]),
+                            dict(cell, source=["y = x * 3\n", "y"])])
     page.write_text(json.dumps(good))
     assert run_notebook(page)["y"] == 6
