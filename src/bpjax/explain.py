@@ -423,11 +423,15 @@ class Explanation(NamedTuple):
                            + "</ul>")
             else:
                 _, headers, rows = block
-                head = "".join(f"<th>{_html(h)}</th>" for h in headers)
-                body = "".join("<tr>" + "".join(f"<td>{_html(str(c))}</td>" for c in r)
-                               + "</tr>" for r in rows)
-                out.append(f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-                           f'</table>')
+                cell = "padding:2px 10px;border:none;text-align:"  # inline: survives sanitisers
+                head = "".join(f'<th style="{cell}center;border-bottom:1px solid #888">'
+                               f"{_html(h)}</th>" for h in headers)
+                body = "".join(
+                    "<tr>" + "".join(f'<td style="{cell}{"left" if _left(c) else "right"}">'
+                                     f"{_html(str(c))}</td>" for c in r) + "</tr>"
+                    for r in rows)
+                out.append(f'<table style="border-collapse:collapse;margin:0.5em 0">'
+                           f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return "\n".join([*out, "</div>"])
 
     def _repr_html_(self) -> str:
@@ -497,6 +501,15 @@ class Explanation(NamedTuple):
 
 class _Sym(str):
     """A table cell in the paper's notation (backticks in Markdown, sup/sub in HTML)."""
+
+
+def _left(cell) -> bool:
+    """Symbols and words align left in a table, numbers right."""
+    try:
+        float(cell)
+    except ValueError:
+        return True
+    return False
 
 
 def _notation(text: str) -> bool:
