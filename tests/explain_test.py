@@ -6,6 +6,7 @@ plain-JAX reference loss of conftest; bpjax's forward_trace, deltas and backprop
 with ``batch_size=1`` for the step. The written formulas are checked by evaluating them.
 """
 
+import itertools
 import json
 import math
 import re
@@ -111,6 +112,10 @@ def test_figure_2_formulas_are_the_papers():
     assert step.formula(2, 1, expand=True) == (
         "φ^2_1 = w^2_11 (w^1_01 + w^1_11 x[1] + w^1_21 x[2]) "
         "+ w^2_21 (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²")
+    # the function each neuron computes, with the weights' values (as Playground users ask)
+    assert step.formula(1, 2, weights=True) == "φ^1_2 = (-1 + 0.5 x[1] + 3 x[2])²"
+    assert step.formula(2, 1, weights=True, expand=True) == (
+        "φ^2_1 = 2 (1 + 2 x[1] − 1 x[2]) − 3 (-1 + 0.5 x[1] + 3 x[2])²")
     assert step.formula(1, 2, numbers=True) == (
         "φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])² = (-1 + 0.5·1 + 3·2)² = 5.5² = 30.25")
     assert step.delta_formula(2, 1, numbers=True) == (
@@ -220,10 +225,11 @@ def test_formulas_evaluate_to_the_values(name):
             assert math.isclose(float(stages[-1]), phi, rel_tol=1e-5, abs_tol=1e-6)
             if len(stages) > 2:  # the sum with numbers (6 significant digits)
                 assert math.isclose(_evaluate(stages[2]), phi, rel_tol=1e-4, abs_tol=1e-5)
-            for expand in (False, True):
-                symbolic = step.formula(l, k, expand=expand).split(" = ")[1]
+            for expand, weights in itertools.product((False, True), (False, True)):
+                symbolic = step.formula(l, k, expand=expand, weights=weights).split(" = ")[1]
                 got = _evaluate_symbols(symbolic, values)
-                assert math.isclose(got, phi, rel_tol=1e-9, abs_tol=1e-12), symbolic
+                tol = 1e-4 if weights else 1e-9  # weights written with 6 significant digits
+                assert math.isclose(got, phi, rel_tol=tol, abs_tol=tol), symbolic
             delta = float(np.asarray(step.delta[l])[k - 1])
             stages = step.delta_formula(l, k, numbers=True).split(" = ")
             assert math.isclose(float(stages[-1].split(":")[0]), delta, rel_tol=1e-5,
@@ -262,6 +268,7 @@ def test_text_markdown_html_and_json_carry_every_number():
     assert len(neurons) == sum(net.sizes)
     assert neurons[(2, 1)]["delta"] == float(step.delta[2][0])
     assert neurons[(2, 1)]["formula"] == step.formula(2, 1)
+    assert neurons[(2, 1)]["formula_weights"] == step.formula(2, 1, weights=True)
     assert data["loss"] == {"name": "squared", "value": float(step.loss),
                             "formula": "L(x_i) = ½ Σ_k (φ^L_k − y_k)²"}
     assert data["learning_rate"] == 0.3 and data["N"] == 10

@@ -162,37 +162,46 @@ class Explanation(NamedTuple):
     def _value(self, s: int, i: int) -> float:
         return float(np.asarray(self.phi[s])[i - 1])
 
-    def _sum(self, l: int, k: int, numbers: bool, expand: bool) -> tuple[str, bool]:
-        """``a^l_k``'s sum written out; and whether it is a single term (needs no parentheses)."""
+    def _sum(self, l: int, k: int, numbers: bool, expand: bool,
+             weights: bool = False) -> tuple[str, bool]:
+        """``a^l_k``'s sum written out: symbols, this sample's numbers (``numbers``), or the
+        weights' values before symbols (``weights``: ``0.5 + 1.2 x[1] − 0.8 x[2]``); and
+        whether it is a single term (needs no parentheses)."""
         w = np.asarray(self.params[l - 1])
-        parts = []
+        parts = []  # (negative, text without its sign)
         for j, symbol in self._terms(l, k):
-            weight = _factor(w[j, k - 1]) if numbers else weight_symbol(l, j, k)
+            v = float(w[j, k - 1])
+            weight = (_factor(v) if numbers else _num(abs(v)) if weights
+                      else weight_symbol(l, j, k))
+            negative = weights and v < 0
             if j == 0:
-                parts.append(_num(w[j, k - 1]) if numbers else weight)
+                parts.append((negative, _num(v) if numbers else weight))
                 continue
             s, i = source(self.net, l, j)
             if numbers:
-                parts.append(f"{weight}·{_factor(self._value(s, i))}")
+                parts.append((False, f"{weight}·{_factor(self._value(s, i))}"))
             elif expand and s > 0:
-                inner, simple = self._phi_text(s, i, expand=True)
-                parts.append(f"{weight} {inner if simple else f'({inner})'}")
+                inner, simple = self._phi_text(s, i, expand=True, weights=weights)
+                parts.append((negative, f"{weight} {inner if simple else f'({inner})'}"))
             else:
-                parts.append(f"{weight} {symbol}")
+                parts.append((negative, f"{weight} {symbol}"))
         if not parts:
             return "0", True
+        text = ("-" if parts[0][0] else "") + parts[0][1] + "".join(
+            (" − " if negative else " + ") + term for negative, term in parts[1:])
         terms = self._terms(l, k)  # one term, the bias alone: a symbol, or a number ≥ 0
-        single = len(terms) == 1 and terms[0][0] == 0 and not parts[0].startswith("(")
-        return " + ".join(parts), single
+        single = len(terms) == 1 and terms[0][0] == 0 and not text.startswith(("(", "-"))
+        return text, single
 
-    def _phi_text(self, l: int, k: int, expand: bool) -> tuple[str, bool]:
+    def _phi_text(self, l: int, k: int, expand: bool, weights: bool = False) -> tuple[str, bool]:
         """``φ^l_k`` as its activation of its sum; and whether it is one factor."""
         name = self.net.layer(l).activations[k - 1].name
-        total, single = self._sum(l, k, numbers=False, expand=expand)
+        total, single = self._sum(l, k, numbers=False, expand=expand, weights=weights)
         text = activations.phi_expression(name, total, atomic=single)
         return text, name != "identity" or single
 
-    def formula(self, l: int, k: int, *, numbers: bool = False, expand: bool = False) -> str:
+    def formula(self, l: int, k: int, *, numbers: bool = False, expand: bool = False,
+                weights: bool = False) -> str:
         """Neuron ``(l, k)``'s output written out in the paper's notation.
 
         ``φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²`` for neuron 2 of figure 2's layer 1.
@@ -204,12 +213,15 @@ class Explanation(NamedTuple):
             ``… = (-1 + 0.5·1 + 3·2)² = (5.5)² = 30.25``.
           expand: write the inputs of a hidden layer out as well, down to ``x`` (for the
             output of figure 2 this is equation (6)); exponential in depth, for small networks.
+          weights: write the weights' values instead of their symbols, the inputs staying
+            symbols: the function the neuron computes, ``φ^1_2 = (-1 + 0.5 x[1] + 3 x[2])²``
+            (with ``expand``, of ``x`` alone).
 
         Returns:
           One line of text.
         """
         l, k = self._check_neuron(l, k)
-        text, _ = self._phi_text(l, k, expand=bool(expand))
+        text, _ = self._phi_text(l, k, expand=bool(expand), weights=bool(weights))
         if len(text) > 20_000:
             raise ValueError(f"φ^{l}_{k} written out is {len(text)} characters long; "
                              f"use expand=False")
@@ -439,7 +451,8 @@ class Explanation(NamedTuple):
 
     def to_dict(self) -> dict:
         """Everything as plain JSON types: the network, the sample, every neuron (``a``,
-        ``φ``, ``δ``, its formulas) and every weight (``w``, ``∂L/∂w``, the updated value),
+        ``φ``, ``∂φ/∂a``, ``δ``, its formulas: symbolic, with this sample's numbers, and with
+        the weights' values) and every weight (``w``, ``∂L/∂w``, the updated value),
         and the weight arrays themselves (``params[l-1][j][k-1]``) to load elsewhere.
 
         Returns:
@@ -466,6 +479,7 @@ class Explanation(NamedTuple):
                     "delta": float(np.asarray(self.delta[l])[k - 1]),
                     "formula": self.formula(l, k),
                     "formula_numbers": self.formula(l, k, numbers=True),
+                    "formula_weights": self.formula(l, k, weights=True),
                     "delta_formula": self.delta_formula(l, k, numbers=True),
                 })
         weights = [{"l": l, "j": j, "k": k, "symbol": weight_symbol(l, j, k), "w": w,
