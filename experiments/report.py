@@ -40,6 +40,7 @@ ORDER = (
     "e10_custom_loss",
     "e11_levenberg_marquardt",
     "e13_training_animation",
+    "e14_classification_picture",
 )
 
 

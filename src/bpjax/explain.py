@@ -78,13 +78,13 @@ def weight_symbol(l: int, j: int, k: int) -> str:
     return f"w^{l}_{j}{k}" if j < 10 and k < 10 else f"w^{l}_({j},{k})"
 
 
-def _num(v: float) -> str:
-    return f"{float(v):.6g}"
+def _num(v: float, digits: int = 6) -> str:
+    return f"{float(v):.{digits}g}"
 
 
-def _factor(v: float) -> str:
+def _factor(v: float, digits: int = 6) -> str:
     """A number as a factor of a product: negative numbers in parentheses."""
-    s = _num(v)
+    s = _num(v, digits)
     return f"({s})" if s.startswith("-") else s
 
 
@@ -163,7 +163,7 @@ class Explanation(NamedTuple):
         return float(np.asarray(self.phi[s])[i - 1])
 
     def _sum(self, l: int, k: int, numbers: bool, expand: bool,
-             weights: bool = False) -> tuple[str, bool]:
+             weights: bool = False, digits: int = 6) -> tuple[str, bool]:
         """``a^l_k``'s sum written out: symbols, this sample's numbers (``numbers``), or the
         weights' values before symbols (``weights``: ``0.5 + 1.2 x[1] − 0.8 x[2]``); and
         whether it is a single term (needs no parentheses)."""
@@ -171,17 +171,17 @@ class Explanation(NamedTuple):
         parts = []  # (negative, text without its sign)
         for j, symbol in self._terms(l, k):
             v = float(w[j, k - 1])
-            weight = (_factor(v) if numbers else _num(abs(v)) if weights
+            weight = (_factor(v, digits) if numbers else _num(abs(v), digits) if weights
                       else weight_symbol(l, j, k))
             negative = weights and v < 0
             if j == 0:
-                parts.append((negative, _num(v) if numbers else weight))
+                parts.append((negative, _num(v, digits) if numbers else weight))
                 continue
             s, i = source(self.net, l, j)
             if numbers:
-                parts.append((False, f"{weight}·{_factor(self._value(s, i))}"))
+                parts.append((False, f"{weight}·{_factor(self._value(s, i), digits)}"))
             elif expand and s > 0:
-                inner, simple = self._phi_text(s, i, expand=True, weights=weights)
+                inner, simple = self._phi_text(s, i, True, weights, digits)
                 parts.append((negative, f"{weight} {inner if simple else f'({inner})'}"))
             else:
                 parts.append((negative, f"{weight} {symbol}"))
@@ -193,15 +193,16 @@ class Explanation(NamedTuple):
         single = len(terms) == 1 and terms[0][0] == 0 and not text.startswith(("(", "-"))
         return text, single
 
-    def _phi_text(self, l: int, k: int, expand: bool, weights: bool = False) -> tuple[str, bool]:
+    def _phi_text(self, l: int, k: int, expand: bool, weights: bool = False,
+                  digits: int = 6) -> tuple[str, bool]:
         """``φ^l_k`` as its activation of its sum; and whether it is one factor."""
         name = self.net.layer(l).activations[k - 1].name
-        total, single = self._sum(l, k, numbers=False, expand=expand, weights=weights)
+        total, single = self._sum(l, k, False, expand, weights, digits)
         text = activations.phi_expression(name, total, atomic=single)
         return text, name != "identity" or single
 
     def formula(self, l: int, k: int, *, numbers: bool = False, expand: bool = False,
-                weights: bool = False) -> str:
+                weights: bool = False, digits: int = 6) -> str:
         """Neuron ``(l, k)``'s output written out in the paper's notation.
 
         ``φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²`` for neuron 2 of figure 2's layer 1.
@@ -216,23 +217,25 @@ class Explanation(NamedTuple):
           weights: write the weights' values instead of their symbols, the inputs staying
             symbols: the function the neuron computes, ``φ^1_2 = (-1 + 0.5 x[1] + 3 x[2])²``
             (with ``expand``, of ``x`` alone).
+          digits: the significant digits of the numbers written.
 
         Returns:
           One line of text.
         """
         l, k = self._check_neuron(l, k)
-        text, _ = self._phi_text(l, k, expand=bool(expand), weights=bool(weights))
+        digits = int(number(digits, "digits", integer=True, minimum=1))
+        text, _ = self._phi_text(l, k, bool(expand), bool(weights), digits)
         if len(text) > 20_000:
             raise ValueError(f"φ^{l}_{k} written out is {len(text)} characters long; "
                              f"use expand=False")
         out = [f"φ^{l}_{k}", text]
         if numbers:
             name = self.net.layer(l).activations[k - 1].name
-            total, single = self._sum(l, k, numbers=True, expand=False)
+            total, single = self._sum(l, k, True, False, False, digits)
             a = float(np.asarray(self.a[l])[k - 1])
             out += [activations.phi_expression(name, total, atomic=single),
-                    activations.phi_expression(name, _num(a), atomic=a >= 0),
-                    _num(self._value(l, k))]
+                    activations.phi_expression(name, _num(a, digits), atomic=a >= 0),
+                    _num(self._value(l, k), digits)]
         return " = ".join(dict.fromkeys(out))  # repeated stages (identity) once
 
     def delta_formula(self, l: int, k: int, *, numbers: bool = False) -> str:
