@@ -22,12 +22,13 @@ returns for that one sample (``N = 1`` there), and ``δ`` is likewise ``∂L(x_i
 ``bp.deltas(net, params, x, y)`` returns. Line 6 then divides by the ``N`` of the data set:
 ``updated = params − (η/N) grads``, one step of :func:`bpjax.fit` with ``batch_size=1``.
 
-Nothing is computed twice here: the numbers come from :func:`bpjax.forward_trace`,
+No logic is repeated here: the numbers come from :func:`bpjax.forward_trace`,
 :func:`bpjax.deltas` and :func:`bpjax.value_and_backprop` (no automatic differentiation), and
 line 6 is :func:`bpjax.clamping.apply_update`, the update every trainer applies (clamped
-weights keep their values). Rendering reads the values on the host: ``str(step)`` (a text
-table), :meth:`Explanation.to_markdown`, :meth:`Explanation.to_html` (and ``_repr_html_``, so a
-notebook shows the table), :meth:`Explanation.to_dict` and :meth:`Explanation.to_json`.
+weights keep their values). It is eager, for reading, not for ``jax.jit``. Rendering reads
+the values on the host: ``str(step)`` (a text table), :meth:`Explanation.to_markdown`,
+:meth:`Explanation.to_html` (and ``_repr_html_``, so a notebook shows the table),
+:meth:`Explanation.to_dict` and :meth:`Explanation.to_json`.
 
 Notation: neurons and weights in the paper's numbering, ``k`` from 1 and ``j = 0`` the bias;
 the input ``φ^0_k`` is written ``x[k]``; a weight is ``w^l_jk`` (``w^l_(j,k)`` when an index
@@ -143,12 +144,16 @@ class Explanation(NamedTuple):
 
     # --- the formulas, neuron by neuron ------------------------------------------------------
 
-    def _check_neuron(self, l, k, first: int = 1) -> tuple[int, int]:
+    def _check_neuron(self, l, k) -> tuple[int, int]:
         L = self.net.depth
-        if not isinstance(l, (int, np.integer)) or not first <= l <= L:
-            raise ValueError(f"layer l must be an int in {first}..L = {first}..{L}, got {l!r}")
+
+        def is_int(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        if not is_int(l) or not 1 <= l <= L:
+            raise ValueError(f"layer l must be an int in 1..L = 1..{L}, got {l!r}")
         n = self.net.sizes[l]
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        if not is_int(k) or not 1 <= k <= n:
             raise ValueError(f"neuron k of layer {l} must be an int in 1..N_{l} = 1..{n} "
                              f"(counted from 1), got {k!r}")
         return int(l), int(k)
