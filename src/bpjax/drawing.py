@@ -223,22 +223,26 @@ def _tint(colour: str, t: float):
 
 def _label_place(src, dst, rad, width, placed, nodes):
     """Where a connection's label goes: the point along it (``t`` from 0.2 to 0.8) whose box
-    (``width`` × 0.3 in layout units) overlaps the labels already placed, and the nodes,
-    least; preferring the middle. Appends the choice to ``placed``."""
+    (``width`` × 0.24 in layout units, above the point) overlaps the labels already placed
+    least, and then the nodes; the middle first among equals. Appends it to ``placed``."""
+
+    def overlap(a, b):  # the area shared by two boxes (x0, y0, x1, y1)
+        return (max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+                * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
+
     best = None
-    for t in (0.5, 0.35, 0.65, 0.27, 0.73, 0.2, 0.8, 0.42, 0.58):
+    for t in (0.5, 0.42, 0.58, 0.35, 0.65, 0.27, 0.73, 0.2, 0.8):
         cx, cy = _on_curve(src, dst, rad, t)
-        clear = min([max(abs(cx - x) / ((w + width) / 2), abs(cy + 0.15 - y) / 0.3)
-                     for (x, y), w in placed]
-                    + [max(abs(cx - x) / (width / 2 + 0.35), abs(cy + 0.15 - y) / 0.5)
-                       for x, y in nodes], default=np.inf)
-        if best is None or clear > best[0]:
-            best = (clear, (cx, cy))
-        if clear >= 1:
+        box = (cx - width / 2, cy, cx + width / 2, cy + 0.24)
+        cost = (3 * sum(overlap(box, other) for other in placed)
+                + 2 * sum(overlap(box, (x - 0.34, y - 0.34, x + 0.34, y + 0.34))
+                          for x, y in nodes))
+        if best is None or cost < best[0] - 1e-9:
+            best = (cost, (cx, cy), box)
+        if cost == 0:
             break
-    cx, cy = best[1]
-    placed.append(((cx, cy + 0.15), width))
-    return cx, cy
+    placed.append(best[2])
+    return best[1]
 
 
 def _visible(label: str) -> int:
@@ -390,7 +394,10 @@ def draw_network(
             f"to 3 neurons, more than max_connections={max_connections}: draw part of the "
             f"network, or raise max_connections")
 
-    L, dx = net.depth, 2.2
+    if label_weights is None:
+        label_weights = edge_values is not None and count <= 16
+    L = net.depth
+    dx = 3.0 if label_weights and edge_values is not None else 2.2  # room for the numbers
     pos, bias, gaps = _layout(net, dx, shown)
     edges = []  # (l, j, k, src, dst, skip, rad): one per connection drawn
     ys = [y for _, y in [*pos.values(), *bias.values(), *(c for c, _ in gaps.values())]]
@@ -432,8 +439,6 @@ def draw_network(
         lit_nodes.add(source(net, weight_edge[0], weight_edge[1]))
 
     # --- the numbers: scales, and whether connections are labelled ---
-    if label_weights is None:
-        label_weights = edge_values is not None and len(edges) <= 16
     edge_max = node_max = 0.0
     if edge_values is not None:
         edge_max = max((abs(float(edge_values[l - 1][j, k - 1])) for l, j, k, *_ in edges),
@@ -445,7 +450,7 @@ def draw_network(
                         if node_values[l] is not None), default=0.0)
 
     # --- connections, under the nodes ---
-    placed: list = []  # the labels written so far: (centre, width)
+    placed: list = []  # the boxes of the labels written so far
     node_centres = [*pos.values(), *bias.values()]
     widest = 6.0 if len(edges) <= 40 else 3.5  # the largest |value|'s line, in points
     for l, j, k, src, dst, skip, rad in edges:
@@ -474,7 +479,7 @@ def draw_network(
                 label += f" = {value:.{digits}g}"
             if clamped:
                 label += " (clamped)"
-            xy = _label_place(src, dst, rad, 0.075 * _visible(label) + 0.15, placed,
+            xy = _label_place(src, dst, rad, 0.065 * _visible(label) + 0.1, placed,
                               node_centres)
             ax.annotate(label, xy, fontsize=9 if lit else 7,
                         color=HIGHLIGHT if lit else "#333333", ha="center", va="bottom",
