@@ -109,8 +109,7 @@ def experiment() -> Section:
             fig = _figure(net, params, X, y, accuracy, f"{maker}, {loss} loss")
             link = save_figure(fig, f"e14_{name}")
             step = bp.explain(net, params, X[0], y[:1].astype(float), loss=loss)
-            json_link = save_file(f"e14_{name}_explain.json",
-                                  step.to_json(indent=1).encode()).replace("![", "[")
+            save_file(f"e14_{name}_explain.json", step.to_json(indent=1).encode())
             rows = [[f"`φ^{l}_{k}`",
                      f"`{step.formula(l, k, weights=True, digits=3).split(' = ', 1)[1]}`"]
                     for l in range(1, net.depth + 1) for k in range(1, net.sizes[l] + 1)]
@@ -129,7 +128,8 @@ weights=True, digits=3)`):
 
 {table(["neuron", "its function"], rows)}
 
-One sample explained, every number and formula, as JSON (`step.to_json()`): {json_link}.
+One sample explained, every number and formula, as JSON (`step.to_json()`):
+`experiments/results/e14_{name}_explain.json`.
 """)
             numbers[name] = {"loss": loss, "test_accuracy": accuracy,
                              "train_accuracy": train_accuracy}
