@@ -63,18 +63,24 @@ jax_mlp_grad = jax.jit(jax.grad(jax_mlp_loss))
 """``jax.grad`` of loss (1) on the plain JAX MLP, jitted: the W3/W5 baseline."""
 
 
-def _sample_loss(forward, mlp, x, y):
-    r = forward(mlp, x) - y
-    return 0.5 * jnp.sum(r * r)
+def squared(phi, y):
+    """``ℓ = ½‖φ − y‖²`` over the last axis: loss (1)'s per-sample term."""
+    r = phi - y
+    return 0.5 * jnp.sum(r * r, axis=-1)
 
 
-def make_jax_scan_trainer(forward):
+def _sample_loss(forward, ell, mlp, x, y):
+    return ell(forward(mlp, x), y)
+
+
+def make_jax_scan_trainer(forward, ell=squared):
     """The idiomatic JAX per-sample SGD: ``jax.grad`` of the per-sample loss in ``lax.scan``.
 
+    ``ell(phi, y)`` is the per-sample loss (summed over the last axis), loss (1)'s by default.
     Returns a jitted ``train(mlp, X, Y, lr, epochs) -> (mlp, losses)`` with ``epochs`` static;
-    ``losses[e]`` is loss (1) after epoch ``e``, as ``bpjax.fit`` reports it.
+    ``losses[e]`` is the mean of ``ell`` after epoch ``e``, as ``bpjax.fit`` reports it.
     """
-    grad = jax.grad(functools.partial(_sample_loss, forward))
+    grad = jax.grad(functools.partial(_sample_loss, forward, ell))
 
     def step(mlp, xy, lr):
         g = grad(mlp, *xy)
@@ -82,8 +88,7 @@ def make_jax_scan_trainer(forward):
 
     def epoch(mlp, _, X, Y, lr):
         mlp, _ = jax.lax.scan(functools.partial(step, lr=lr), mlp, (X, Y))
-        r = forward(mlp, X) - Y
-        return mlp, 0.5 * jnp.sum(r * r) / X.shape[0]
+        return mlp, jnp.mean(ell(forward(mlp, X), Y))
 
     @functools.partial(jax.jit, static_argnames="epochs")
     def train(mlp, X, Y, lr, epochs):
@@ -154,11 +159,13 @@ def torch_model(mlp):
     return torch.nn.Sequential(*layers)
 
 
-def torch_sgd(model, X, Y, lr: float, epochs: int):
+def torch_sgd(model, X, Y, lr: float, epochs: int, ell=None):
     """PyTorch eager per-sample SGD: ``loss.backward()`` and ``torch.optim.SGD`` per sample.
 
-    ``X``, ``Y`` are torch tensors ``(N, D)``, ``(N, d)``. Returns the per-epoch loss (1),
-    computed after each epoch as the other competitors do.
+    ``X``, ``Y`` are torch tensors ``(N, D)``, ``(N, d)`` (or targets ``ell`` takes). ``ell``:
+    ``(outputs, targets) -> loss``, for one sample and, averaged, for a batch (e.g.
+    ``torch.nn.functional.cross_entropy``); ``None``: loss (1)'s ``½‖φ − y‖²``. Returns the
+    per-epoch mean loss, computed after each epoch as the other competitors do.
     """
     import torch
 
@@ -167,12 +174,18 @@ def torch_sgd(model, X, Y, lr: float, epochs: int):
     for _ in range(epochs):
         for i in range(X.shape[0]):
             opt.zero_grad(set_to_none=True)
-            r = model(X[i]) - Y[i]
-            (0.5 * (r * r).sum()).backward()
+            if ell is None:
+                r = model(X[i]) - Y[i]
+                (0.5 * (r * r).sum()).backward()
+            else:
+                ell(model(X[i]), Y[i]).backward()
             opt.step()
         with torch.no_grad():
-            r = model(X) - Y
-            losses.append(float(0.5 * (r * r).sum() / X.shape[0]))
+            if ell is None:
+                r = model(X) - Y
+                losses.append(float(0.5 * (r * r).sum() / X.shape[0]))
+            else:
+                losses.append(float(ell(model(X), Y)))
     return losses
 
 

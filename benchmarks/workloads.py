@@ -20,6 +20,7 @@ import numpy as np
 
 import bpjax as bp
 from benchmarks import baselines as B
+from benchmarks import classification as C
 from benchmarks import jacobian as J
 from benchmarks.harness import Runner, Timing, interleave, loglog_slope, ratio
 from benchmarks.report import target
@@ -606,5 +607,7 @@ WORKLOADS: dict[str, Workload] = {
                  "bp.jacobian (auto)", J.w6_factories, J.w6_summary),
         Workload("W7", "ghost norms and clipped sum vs vmap(grad), 64-256-256-1 tanh",
                  J.w7_config, "bp.ghost_norms", J.w7_factories, J.w7_summary),
+        Workload("W8", "per-sample softmax cross-entropy (Algorithm 1), 64-128-10 tanh",
+                 C.w8_config, "bpjax.fit", C.w8_factories, C.w8_summary, _missing_fit),
     ]
 }

@@ -39,6 +39,7 @@ ORDER = (
     "e8_skip_connection",
     "e10_custom_loss",
     "e11_levenberg_marquardt",
+    "e12_digits_classification",
     "e13_training_animation",
     "e14_classification_picture",
 )

@@ -27,7 +27,9 @@ VALIDATION = [
     (("x", Y), TypeError, r"X_val must be a numeric array, got str"),
     ((X, None), TypeError, r"Y_val must be a numeric array, got NoneType"),
     ((X.astype(jnp.complex64), Y), TypeError, r"X_val must be real, got dtype complex64"),
-    ((X, Y, X), TypeError, r"validation must be a pair \(X_val, Y_val\), got tuple of 3"),
+    ((X, Y, X), ValueError, r"weights_val must have shape \(N,\) = \(8,\), got shape \(8, 2\)"),
+    ((X, Y, None, X), TypeError, r"validation must be a pair \(X_val, Y_val\) or a triple "
+                                 r"\(X_val, Y_val, weights_val\), got tuple of 4"),
 ]
 
 

@@ -5,6 +5,8 @@ JAX's own activation functions, without bpjax's forward, loss or activation regi
 ``jax.grad`` of it is an independent check of the hand-written backward pass.
 """
 
+import contextlib
+
 import jax
 
 jax.config.update("jax_enable_x64", True)  # tests only; the library never flips it
@@ -163,3 +165,19 @@ DAG_NETS = {
     # the output reads only x: layer 1 feeds nothing, so its gradient is 0 (equation (4))
     "dead_layer": bp.Network(2, [bp.Layer(3, "tanh"), bp.Layer(1, "identity", inputs=(0,))]),
 }
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Counts XLA backend compilations inside the block: ``with count_compiles() as n: ...``."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

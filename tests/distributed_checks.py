@@ -119,6 +119,19 @@ def fit_float64_padded_batches_validation_patience():
     return compare(sharded, single)
 
 
+def fit_float64_softmax_weighted_labels():
+    # The softmax cross-entropy on integer labels, per-sample weights (split over the devices
+    # with the samples), reshuffled, a weighted validation set.
+    X, _ = data(64, np.float64)
+    rng = np.random.default_rng(5)
+    y, s = rng.integers(0, 2, 64), rng.uniform(0, 2, 64)
+    kw = dict(learning_rate=0.5, epochs=3, batch_size=8, loss="softmax_cross_entropy",
+              weights=s, shuffle=jax.random.key(4), validation=(X[:16], y[:16], s[:16]))
+    single = bp.fit(NET, params(np.float64), X, y, **kw)
+    sharded = bp.fit(NET, params(np.float64), X, y, mesh=mesh(), **kw)
+    return compare(sharded, single)
+
+
 def fit_float64_full_batch_clamped_on_a_2d_mesh():
     # A (2, 2) mesh: the batch splits over "data", the other axis holds copies.
     X, Y = data(64, np.float64)
@@ -245,7 +258,7 @@ def algorithm1_on_a_one_device_axis():
 
 
 CHECKS = [fit_float32_adam_shuffled, fit_float64_padded_batches_validation_patience,
-          fit_float64_full_batch_clamped_on_a_2d_mesh, placement_and_batches, compiled_loop,
+          fit_float64_softmax_weighted_labels, fit_float64_full_batch_clamped_on_a_2d_mesh, placement_and_batches, compiled_loop,
           sweep_algorithm1_float64, errors, algorithm1_on_a_one_device_axis]
 
 

@@ -75,6 +75,13 @@ def test_fit_on_4_devices_matches_one_device_in_float64_with_padding_and_patienc
     assert_replicated_on_the_given_mesh(r)
 
 
+def test_fit_on_4_devices_with_a_loss_labels_and_sample_weights(checks):
+    r = result(checks, "fit_float64_softmax_weighted_labels")
+    assert r["params"] < F64 and r["losses"] < F64 and r["val_losses"] < F64
+    assert r["fields_equal"]
+    assert_replicated_on_the_given_mesh(r)
+
+
 def test_full_batch_on_a_2d_mesh_with_clamps_and_adamw(checks):
     r = result(checks, "fit_float64_full_batch_clamped_on_a_2d_mesh")
     assert r["params"] < F64 and r["opt_state"] < F64 and r["losses"] < F64

@@ -61,8 +61,8 @@ def test_mismatch_report_names_the_worst_weight(monkeypatch):
     import bpjax.gradcheck as gc
     honest = gc.loss_and_gradients_jit
 
-    def corrupt(net, p, X, Y, s):  # a backward pass with one wrong entry: w^2_(3,2)
-        value, grads = honest(net, p, X, Y, s)
+    def corrupt(net, p, X, Y, s, loss):  # a backward pass with one wrong entry: w^2_(3,2)
+        value, grads = honest(net, p, X, Y, s, loss)
         return value, (grads[0], grads[1].at[3, 1].add(1e-3))
 
     monkeypatch.setattr(gc, "loss_and_gradients_jit", corrupt)
@@ -100,8 +100,8 @@ def test_check_gradients_catches_a_wrong_skip_connection_gradient(monkeypatch):
     import bpjax.gradcheck as gc
     honest = gc.loss_and_gradients_jit
 
-    def corrupt(net, p, X, Y, s):
-        value, grads = honest(net, p, X, Y, s)
+    def corrupt(net, p, X, Y, s, loss):
+        value, grads = honest(net, p, X, Y, s, loss)
         return value, (*grads[:2], grads[2].at[1, 0].add(1e-3))
 
     monkeypatch.setattr(gc, "loss_and_gradients_jit", corrupt)

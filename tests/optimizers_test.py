@@ -78,7 +78,7 @@ def test_multisteps_averages_k_minibatch_gradients():
     b = bp.fit(NET, PARAMS, X, Y, learning_rate=0.1, epochs=3, batch_size=4)
     # optax's MultiSteps accumulates the gradients in float32, whatever the params
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-6, atol=1e-8)
-    from training_test import count_compiles  # the same MultiSteps object compiles once
+    from conftest import count_compiles  # the same MultiSteps object compiles once
     with count_compiles() as compiles:
         bp.fit(NET, PARAMS, X, Y, learning_rate=0.3, epochs=3, batch_size=2, optimizer=multi)
     assert compiles == []

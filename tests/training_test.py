@@ -1,7 +1,6 @@
 """fit: Algorithm 1 against independent loops, the step family, optimizers, clamping, stopping,
 shuffling, divergence, resuming, no recompilation, and every bad input."""
 
-import contextlib
 import io
 
 import chex
@@ -12,7 +11,7 @@ import optax
 import pytest
 
 import bpjax as bp
-from conftest import random_data, random_params, reference_grad
+from conftest import count_compiles, random_data, random_params, reference_grad
 
 # One network of each kind, shared by the tests so that their compiled loops are reused.
 MLP = bp.Network(3, [bp.Layer(4, ("tanh", "logistic", "square", "identity")),
@@ -26,22 +25,6 @@ QUAD = bp.Network(2, [bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity
 N = 7
 PARAMS = random_params(MLP, 0)
 X, Y = random_data(MLP, N, 0)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA backend compilations inside the block: ``with count_compiles() as n: ...``."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def assert_trees_equal(a, b):

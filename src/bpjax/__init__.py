@@ -4,6 +4,10 @@ The public API, by the paper's ideas (the README has a tour, each module the det
 
 * the model (§1.1): :class:`Network`, :class:`Layer`, :class:`Activation`, :func:`init`;
 * the forward pass and loss (1): :func:`forward`, :func:`forward_trace`, :func:`loss`;
+* other losses (``loss=`` everywhere), each with its hand-written derivative: :class:`Loss`,
+  :func:`register_loss`, :func:`get_loss`, :func:`available_losses` (``"squared"``,
+  ``"binary_cross_entropy"``, ``"softmax_cross_entropy"``); classification:
+  :func:`predict_proba`, :func:`predict`, :func:`accuracy`;
 * the hand-written backward pass, equations (2)-(4): :func:`backprop`,
   :func:`value_and_backprop`, :func:`per_example_backprop`, :func:`deltas`;
 * the network inside any JAX program: :func:`apply`, the value of :func:`forward` whose
@@ -13,7 +17,7 @@ The public API, by the paper's ideas (the README has a tour, each module the det
   recursion upward, or one backward sweep per output); per-sample gradient norms without the
   per-sample gradients, :func:`ghost_norms` (→ :class:`GhostNorms`), and DP-SGD's clipped sum
   :func:`clipped_grad_sum` (→ :class:`ClippedGradSum`);
-* checking it all: :func:`check_gradients`, :func:`check_activation`;
+* checking it all: :func:`check_gradients`, :func:`check_activation`, :func:`check_loss`;
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
 * one sample's forward and backward pass and one step of Algorithm 1, every ``a``, ``φ``,
@@ -37,6 +41,7 @@ from bpjax.apply import apply
 from bpjax.backward import backprop, deltas, per_example_backprop, value_and_backprop
 from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
+from bpjax.classification import accuracy, predict, predict_proba
 from bpjax.drawing import draw_network
 from bpjax.explain import Explanation, explain
 from bpjax.forward import Trace, forward, forward_trace
@@ -47,11 +52,13 @@ from bpjax.gradcheck import (
     LayerCheck,
     check_activation,
     check_gradients,
+    check_loss,
 )
 from bpjax.jacobian import jacobian
 from bpjax.levenberg_marquardt import LMState, levenberg_marquardt
 from bpjax.loop import DivergenceWarning
 from bpjax.loss import loss
+from bpjax.losses import Loss, available_losses, get_loss, register_loss
 from bpjax.network import Layer, Network
 from bpjax.params import check_params, init
 from bpjax.paths import ChainPath, ChainRule, Factor, chain_rule_paths, weight_paths
@@ -77,14 +84,18 @@ __all__ = [
     "LMState",
     "Layer",
     "LayerCheck",
+    "Loss",
     "Network",
     "Trace",
+    "accuracy",
     "apply",
     "available_activations",
+    "available_losses",
     "backprop",
     "chain_rule_paths",
     "check_activation",
     "check_gradients",
+    "check_loss",
     "check_params",
     "clamp",
     "clipped_grad_sum",
@@ -96,6 +107,7 @@ __all__ = [
     "forward_trace",
     "frozen_mask",
     "get_activation",
+    "get_loss",
     "ghost_norms",
     "init",
     "jacobian",
@@ -103,9 +115,12 @@ __all__ = [
     "load",
     "loss",
     "per_example_backprop",
+    "predict",
+    "predict_proba",
     "recursive_dphi_dw",
     "recursive_grad",
     "register_activation",
+    "register_loss",
     "save",
     "sweep",
     "value_and_backprop",

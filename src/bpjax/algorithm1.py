@@ -4,9 +4,12 @@
 | ----------------------------------------- | --------------------------------------------- |
 | line 4: ``for i ∈ [N]``, in dataset order | :func:`algorithm1_epoch`: a ``lax.scan``      |
 | line 6: ``w ← w − (η/N) ∂L/∂w(x_i)``      | :func:`_sample_sgd_step`                      |
+| ``∂L/∂w(x_i)`` starts from ``∂ℓ_i/∂φ^L``  | ``backward.loss_deltas(..., loss, ...)``      |
 
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``, computed by the
-hand-written delta rule of :mod:`bpjax.backward`. The step is one fused jitted body on vectors:
+hand-written delta rule of :mod:`bpjax.backward` from the loss's ``∂ℓ_i/∂φ^L`` (``φ^L − y``
+for loss (1)), or from its fused ``δ^L`` (:mod:`bpjax.losses`); the loss is static: part of
+what the loop is compiled for. The step is one fused jitted body on vectors:
 forward pass, deltas and rank-1 updates, with the biases kept apart from the other weights.
 A large layer (``≥ 4096`` weights, none of them clamped or structural zeros) defers its
 rank-1 updates over blocks of 16 samples and applies them as one matrix product; every sample
@@ -28,9 +31,10 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from bpjax.backward import delta_rule, sample_weight_gradients
+from bpjax.backward import loss_deltas, sample_weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.forward import join, layer_inputs, propagate_split, split
+from bpjax.losses import SQUARED
 
 __all__ = ["SEQUENTIAL_CPU", "TINY", "SequentialJit", "algorithm1_epoch", "sample_gradient",
            "sequential", "sequential_cpu_options"]
@@ -65,7 +69,7 @@ class _DeferredW:
         return self.W @ d + (self.B @ d) @ self.A
 
 
-def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
+def _sample_sgd_step(net, loss, eta_over_N, masks, theta, sample):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
     ``theta = (w0, W, A, B)``: the biases and weights of :func:`bpjax.forward.split`, and for
@@ -73,10 +77,10 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     The forward pass, the hand-written deltas and the updates are fused in one step.
     """
     w0, W, A, B = theta
-    x, y, i = sample  # i: the sample's place in its block
+    x, y, i, r = sample  # i: the sample's place in its block; r: its weight s_i N / Σs, or None
     weights = tuple(w if a is None else _DeferredW(w, a, b) for w, a, b in zip(W, A, B))
     tr = propagate_split(net, w0, weights, x)
-    delta = delta_rule(net, weights, tr, tr.phi[-1] - y)  # sample i's term, without the 1/N
+    delta = loss_deltas(net, weights, tr, y, loss, r, bias_row=False)  # no 1/N: η/N below
     g0, gW = sample_weight_gradients(net, tr, delta)
     m0, mW = masks
     w0 = tuple(apply_update(w, -eta_over_N * g, m) for w, g, m in zip(w0, g0, m0))
@@ -91,50 +95,56 @@ def _sample_sgd_step(net, eta_over_N, masks, theta, sample):
     return (w0, tuple(W), tuple(A), tuple(B)), None
 
 
-def algorithm1_epoch(net, eta_over_N, masks, params, X, Y):
+def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED, r=None):
     """One epoch of Algorithm 1 with plain SGD: every sample in order, one step each.
 
-    Large layers defer their rank-1 updates over blocks of ``_BLOCK`` samples (see
-    :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small networks, step directly.
+    ``r`` ``(N,)``: per-sample weights as ``r_i = s_i N / Σ s``, so that sample ``i`` steps by
+    ``η s_i / Σ s`` (``η/N`` when None). Large layers defer their rank-1 updates over blocks of
+    ``_BLOCK`` samples (see :class:`_DeferredW`); the ``N mod _BLOCK`` last samples, and small
+    networks, step directly.
     """
     masks = masks if masks is not None else (None,) * net.depth
     m0 = tuple(None if m is None else m[0] for m in masks)
     mW = tuple(None if m is None else m[1:] for m in masks)
-    step = partial(_sample_sgd_step, net, eta_over_N, (m0, mW))
+    step = partial(_sample_sgd_step, net, loss, eta_over_N, (m0, mW))
     w0, W = split(params)
     none = (None,) * net.depth
     deferred = tuple(m is None and w.shape[0] * w.shape[1] >= _DEFER_MIN for w, m in zip(W, mW))
     N = X.shape[0]
     blocks = N // _BLOCK if any(deferred) else 0
     if blocks:
-        def block(theta, xy):
+        def block(theta, xyr):
             w0, W = theta
+            xb, yb, rb = xyr
             A = tuple(jnp.zeros((_BLOCK, w.shape[0]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
             B = tuple(jnp.zeros((_BLOCK, w.shape[1]), w.dtype) if d else None
                       for w, d in zip(W, deferred))
-            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B), (*xy, jnp.arange(_BLOCK)),
-                                            unroll=2)
+            (w0, W, A, B), _ = jax.lax.scan(step, (w0, W, A, B),
+                                            (xb, yb, jnp.arange(_BLOCK), rb), unroll=2)
             W = tuple(w if a is None else w + a.T @ b for w, a, b in zip(W, A, B))
             return (w0, W), None
 
         n = blocks * _BLOCK
         Xb = X[:n].reshape(blocks, _BLOCK, X.shape[1])
         Yb = Y[:n].reshape(blocks, _BLOCK, Y.shape[1])
-        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb))
-        X, Y = X[n:], Y[n:]
+        Rb = None if r is None else r[:n].reshape(blocks, _BLOCK)
+        (w0, W), _ = jax.lax.scan(block, (w0, W), (Xb, Yb, Rb))
+        X, Y, r = X[n:], Y[n:], None if r is None else r[n:]
     if X.shape[0]:
         unroll = 1 if net.num_params <= TINY else 2
         zeros = jnp.zeros(X.shape[0], jnp.int32)
-        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros), unroll=unroll)
+        (w0, W, _, _), _ = jax.lax.scan(step, (w0, W, none, none), (X, Y, zeros, r),
+                                        unroll=unroll)
     return join(w0, W)
 
 
-def sample_gradient(net, params, x, y, N):
-    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``."""
+def sample_gradient(net, params, x, y, r, N, loss=SQUARED):
+    """``G_B = (1/N) ∂L/∂w(x_i)`` for one sample, shaped like ``params``; weighted by
+    ``r = s_i N / Σ s`` unless ``r`` is None."""
     w0, W = split(params)
     tr = propagate_split(net, w0, W, x)
-    g0, gW = sample_weight_gradients(net, tr, delta_rule(net, W, tr, tr.phi[-1] - y))
+    g0, gW = sample_weight_gradients(net, tr, loss_deltas(net, W, tr, y, loss, r, bias_row=False))
     return jax.tree.map(lambda g: g / N, join(g0, gW))
 
 

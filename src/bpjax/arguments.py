@@ -8,6 +8,7 @@ traced values (under ``jax.jit`` or ``jax.vmap``) pass unchecked.
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -18,14 +19,16 @@ import optax
 
 from bpjax.checkpoint import Checkpoint
 from bpjax.clamping import check_frozen
-from bpjax.data import as_dtype, as_inputs, as_targets, check_finite, float_dtype
+from bpjax.data import as_dtype, as_inputs, as_targets, as_weights, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
+from bpjax.loss import resolve_loss
+from bpjax.losses import Loss, check_targets
 from bpjax.minibatch import as_transformation, extra_args
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
 __all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
-           "prepare"]
+           "prepare", "training_loss"]
 
 
 def is_traced(*trees) -> bool:
@@ -106,6 +109,26 @@ def _host(v, dtype):
     return jnp.asarray(v, dtype) if isinstance(v, jax.Array) else np.asarray(v, dtype)
 
 
+def training_loss(net: Network, loss, start=None, who: str = "fit") -> Loss:
+    """The loss to train on: ``loss`` (a name or a :class:`~bpjax.Loss`), checked against
+    ``net``; ``None`` means the loss a checkpoint ``start`` names, else ``"squared"``.
+
+    A :class:`bpjax.Checkpoint` saved with ``save(..., loss=...)`` names the loss its weights
+    were trained on: resuming from it with another loss is allowed (fine-tuning) but warned
+    about, as the likelier cause is a forgotten ``loss=``.
+    """
+    saved = getattr(start, "loss", None) if isinstance(start, Checkpoint) else None
+    if loss is None:
+        loss = "squared" if saved is None else saved
+    resolved = resolve_loss(net, loss)
+    if saved is not None and resolved.name != saved:
+        warnings.warn(
+            f"{who}: resuming from a checkpoint saved with loss {saved!r}, now training on "
+            f"loss {resolved.name!r}; pass loss={saved!r} (or loss=None) to continue as it "
+            f"was trained", UserWarning, stacklevel=4)
+    return resolved
+
+
 class Prepared(NamedTuple):
     params: Params
     opt_state: Any
@@ -116,14 +139,29 @@ class Prepared(NamedTuple):
     optimizer: Any = None  # as an optax GradientTransformation (minibatch.as_transformation)
 
 
+def relative_weights(s, dtype):
+    """Sample weights ``s`` ``(N,)`` as ``r_i = s_i N / Σ s`` (so that ``r_i / N`` is sample
+    ``i``'s share of the loss), in ``dtype``; None stays None."""
+    if s is None:
+        return None
+    if isinstance(s, jax.Array):  # traced, or on a device: computed there
+        s = s.astype(dtype)
+        return s * (s.shape[0] / s.sum())
+    s = np.asarray(s, np.float64)
+    return np.asarray(s * (s.shape[0] / s.sum()), dtype)
+
+
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
-             opt_state, shuffle, validation, tol, patience, min_delta, models=None):
+             opt_state, shuffle, validation, tol, patience, min_delta, models=None, loss=None,
+             who="fit", weights=None):
     """Checks every input before any work, and builds the loop's inputs.
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
+    ``loss`` as in :func:`training_loss`; ``weights`` the per-sample weights ``(N,)``.
     """
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
+    loss = training_loss(net, loss, params, who)
     epoch = 0
     if isinstance(params, (FitResult, Checkpoint)):
         if opt_state is not None:
@@ -149,6 +187,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     X, single = as_inputs(net, X)
     N = X.shape[0]
     Y = as_targets(net, Y, N, single)
+    check_targets(loss, Y)
+    s = as_weights(weights, N)
     dtype = float_dtype(X, *params)
 
     if batch_size is None:
@@ -172,15 +212,18 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     min_delta = _scalar(min_delta, "min_delta", minimum=0)
     frozen = check_frozen(net, frozen)
 
-    X_val = Y_val = None
+    X_val = Y_val = s_val = None
     if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
             size = f" of {len(validation)}" if isinstance(validation, (tuple, list)) else ""
             raise TypeError(
-                f"validation must be a pair (X_val, Y_val), got {type(validation).__name__}"
-                f"{size}")
+                f"validation must be a pair (X_val, Y_val) or a triple (X_val, Y_val, "
+                f"weights_val), got {type(validation).__name__}{size}")
         X_val, single_val = as_inputs(net, validation[0], "X_val")
         Y_val = as_targets(net, validation[1], X_val.shape[0], single_val, "Y_val", "X_val")
+        check_targets(loss, Y_val, "Y_val")
+        if len(validation) == 3:
+            s_val = as_weights(validation[2], X_val.shape[0], "weights_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
     check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
     for l, w in enumerate(params, start=1):
@@ -229,8 +272,9 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
             f"batch_size={batch_size}")
     config = Config(N=N, batch=B, steps=steps, shuffle=shuffle is not None,
                      validate=validation is not None, restore_best=patience is not None,
-                     masked=masked, extra_args=needs)
-    data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle)
+                     masked=masked, extra_args=needs, loss=loss)
+    data = Data(as_dtype(X, dtype), as_dtype(Y, dtype), X_val, Y_val, trainable, shuffle,
+                relative_weights(s, dtype), relative_weights(s_val, dtype))
     hyper = Hyper(
         eta=_host(eta, dtype),
         tol=_host(-np.inf if tol is None else tol, dtype),

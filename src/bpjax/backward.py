@@ -6,7 +6,9 @@ outputs, one backward sweep over the layers:
 
 | paper                                                 | code                                    |
 | ----------------------------------------------------- | --------------------------------------- |
-| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``g = dloss_dphi(phi[L], Y)``           |
+| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``g = scale * e``, ``e = φ^L − y``      |
+| any loss: ``∂L/∂φ^L = s_i/Σs · ∂ℓ_i/∂φ^L``            | ``e = losses.output_error(...)``        |
+| or, fused (:mod:`bpjax.losses`), ``δ^L = ∂L/∂a^L``    | ``delta[L] = g`` (``output_delta``)     |
 | (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``         | ``delta[l] = dL_dphi[l] * dphi(a[l])``  |
 | (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``          | ``dL_dphi[s] += (delta[l] @ w.T)[rows]`` |
 | ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``  | ``grad[m] = [1 | φ_in]ᵀ δ^m``           |
@@ -34,7 +36,8 @@ import jax.numpy as jnp
 
 from bpjax import activations
 from bpjax.forward import Trace, homogeneous, homogenised, layer_inputs, propagate
-from bpjax.loss import dloss_dphi, prepare_supervised, squared_loss
+from bpjax.loss import prepare_supervised, resolve_loss
+from bpjax.losses import SQUARED, Loss, output_error, sample_loss, sample_scale, weighted_mean
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
@@ -42,8 +45,12 @@ __all__ = ["backprop", "deltas", "per_example_backprop", "value_and_backprop"]
 
 
 def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
-               bias_row: bool = False, inputs: bool = False) -> tuple:
+               bias_row: bool = False, inputs: bool = False,
+               output_delta: bool = False) -> tuple:
     """``delta[l] = ∂L/∂a^l`` for ``l = 1..L`` (``delta[0]`` is None), from ``g = ∂L/∂φ^L``.
+
+    With ``output_delta``, ``g`` is ``δ^L = ∂L/∂a^L`` itself (a loss's fused form, see
+    :func:`bpjax.losses.output_error`): equation (2) is skipped for the output layer.
 
     ``W[l-1]`` is ``w^l`` without its bias row (``params[l-1][1:]``, see
     :func:`bpjax.forward.split`), or with it (``params[l-1]``) when ``bias_row``: the bias
@@ -65,7 +72,10 @@ def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
         if dL_dphi[l] is None:  # no path from layer l to the output: every ∂φ^L/∂w^l is 0
             delta[l] = jnp.zeros_like(tr.a[l])
             continue
-        d = delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
+        if l == L and output_delta:  # δ^L given: nothing reads layer L, so g is all of it
+            d = delta[l] = g
+        else:
+            d = delta[l] = dL_dphi[l] * activations.dphi(layer.activations, tr.a[l])  # (2)
         blocks = [(s, rows) for s, rows in net.blocks(l) if s != 0 or inputs]  # φ^0 = x
         if not blocks:
             continue
@@ -139,19 +149,41 @@ def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     return tuple(grads)
 
 
-def loss_and_gradients(net: Network, params: Params, X, Y, s=None):
-    """Loss (1) and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
+def loss_deltas(net: Network, W: Sequence, tr: Trace, Y, loss: Loss = SQUARED, r=None, *,
+                bias_row: bool = True) -> tuple:
+    """``δ^l`` from the loss's output error: ``r · ∂ℓ_i/∂φ^L`` (or ``r`` times its fused
+    ``δ^L``), then equations (2)-(3) by :func:`delta_rule` (``W`` as there).
+
+    ``r`` scales each sample's error and broadcasts against it: ``None`` leaves sample ``i``'s
+    term without the ``1/N`` (what Algorithm 1 steps along), ``1/N`` or ``s_i / Σ s`` as a column
+    ``(N, 1)`` gives the deltas of the (weighted) mean, a scalar those of one sample.
+    """
+    e, at_a = output_error(loss, net, tr, Y)
+    return delta_rule(net, W, tr, e if r is None else r * e, bias_row=bias_row,
+                      output_delta=at_a)
+
+
+def backward_deltas(net: Network, params: Params, tr: Trace, Y, s=None,
+                    loss: Loss = SQUARED) -> tuple:
+    """``δ^l = ∂L/∂a^l`` of the loss for a batch's trace: ``∂L/∂φ^L = s_i/Σs · ∂ℓ_i/∂φ^L`` (or
+    the fused ``δ^L``), then equations (2)-(3); ``params`` structural, with their bias rows."""
+    N = tr.phi[0].shape[0]
+    return loss_deltas(net, params, tr, Y, loss, sample_scale(N, tr.phi[0].dtype, s)[:, None])
+
+
+def loss_and_gradients(net: Network, params: Params, X, Y, s=None, loss: Loss = SQUARED):
+    """The loss and ``∂L/∂θ`` for prepared arrays ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = delta_rule(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
-    return squared_loss(tr.phi[-1], Y, s), weight_gradients(net, tr, delta)
+    delta = backward_deltas(net, params, tr, Y, s, loss)
+    return weighted_mean(sample_loss(loss, net, tr, Y), s), weight_gradients(net, tr, delta)
 
 
-loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=0)
+loss_and_gradients_jit = jax.jit(loss_and_gradients, static_argnums=(0, 5))
 
 
 def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None = None,
-                 masks=None):
+                 masks=None, loss: Loss = SQUARED):
     """``f(θ) = scale · L(X × Y; θ)`` for optax optimizers that differentiate the loss
     themselves (line searches call ``jax.value_and_grad(value_fn)``): a ``jax.custom_vjp``
     whose backward pass is this module's, never autodiff through the network.
@@ -169,7 +201,7 @@ def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None =
         return tuple(w if m is None else jnp.where(m, w, b) for w, b, m in zip(p, base, masks))
 
     def value_and_grads(p):
-        value, grads = loss_and_gradients(net, merged(p), X, Y, s)
+        value, grads = loss_and_gradients(net, merged(p), X, Y, s, loss)
         if masks is not None:
             grads = tuple(g if m is None else jnp.where(m, g, jnp.zeros((), g.dtype))
                           for g, m in zip(grads, masks))
@@ -186,49 +218,54 @@ def loss_by_hand(net: Network, X, Y, s=None, *, scale=1.0, base: Params | None =
     return f, value_and_grads
 
 
-@jax.jit(static_argnums=0)
-def _per_example_jit(net, params, X, Y):
+@jax.jit(static_argnums=(0, 4))
+def _per_example_jit(net, params, X, Y, loss):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    delta = delta_rule(net, params, tr, tr.phi[-1] - Y, bias_row=True)  # sample i's term, no 1/N
-    return _per_example_gradients(net, tr, delta)
+    return _per_example_gradients(net, tr, loss_deltas(net, params, tr, Y, loss))
 
 
-@jax.jit(static_argnums=0)
-def _deltas_jit(net, params, X, Y, s):
+@jax.jit(static_argnums=(0, 5))
+def _deltas_jit(net, params, X, Y, s, loss):
     params = structural(net, params)
     tr = propagate(net, params, X)
-    return delta_rule(net, params, tr, dloss_dphi(tr.phi[-1], Y, s), bias_row=True)
+    return backward_deltas(net, params, tr, Y, s, loss)
 
 
-def value_and_backprop(net: Network, params: Params, X, Y, weights=None):
-    """The loss (1) and its gradient, from one forward and one hand-written backward pass.
+def value_and_backprop(net: Network, params: Params, X, Y, weights=None, *, loss="squared"):
+    """The loss and its gradient, from one forward and one hand-written backward pass.
 
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``; integer
+        class labels ``(N,)`` when ``d > 1``, as in :func:`bpjax.loss`.
       weights: optional per-sample weights ``(N,)``, as in :func:`bpjax.loss`.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``, equation (1)),
+        as in :func:`bpjax.loss`.
 
     Returns:
       ``(loss, grads)``: a scalar and ``∂L/∂θ`` with the structure and shapes of ``params``,
       ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
     """
     check_network(net, "value_and_backprop")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return loss_and_gradients_jit(net, params, X2, Y2, s)
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights, loss)
+    return loss_and_gradients_jit(net, params, X2, Y2, s, loss)
 
 
-def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
-    """The gradient ``∂L/∂θ`` of loss (1), computed by hand through equations (2)-(4).
+def backprop(net: Network, params: Params, X, Y, weights=None, *, loss="squared") -> Params:
+    """The gradient ``∂L/∂θ`` of the loss, computed by hand through equations (2)-(4).
 
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``; integer
+        class labels ``(N,)`` when ``d > 1``, as in :func:`bpjax.loss`.
       weights: optional per-sample weights ``(N,)``, as in :func:`bpjax.loss`.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``, equation (1)).
 
     Returns:
       ``grads`` shaped like ``params``: ``grads[l-1][j, k] == ∂L/∂w^l_jk``.
@@ -237,44 +274,50 @@ def backprop(net: Network, params: Params, X, Y, weights=None) -> Params:
     :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "backprop")
-    return value_and_backprop(net, params, X, Y, weights)[1]
+    return value_and_backprop(net, params, X, Y, weights, loss=loss)[1]
 
 
-def per_example_backprop(net: Network, params: Params, X, Y) -> Params:
-    """Per-sample gradients ``∂L/∂w(x_i) = Σ_r (φ^L_r(x_i) − y_{i,r}) ∂φ^L_r/∂w``.
+def per_example_backprop(net: Network, params: Params, X, Y, *, loss="squared") -> Params:
+    """Per-sample gradients ``∂ℓ_i/∂w = Σ_r ∂ℓ_i/∂φ^L_r · ∂φ^L_r/∂w`` (the loss's term of sample
+    ``i``, without the ``1/N``); for loss (1), ``Σ_r (φ^L_r(x_i) − y_{i,r}) ∂φ^L_r/∂w``.
 
-    This is sample ``i``'s term of the gradient without the ``1/N`` (the quantity Algorithm 1
-    steps along), so ``backprop == mean over i``. Computed by one batched backward pass,
-    not by ``vmap`` over autodiff.
+    This is the quantity Algorithm 1 steps along, ``∂L/∂w(x_i)``, so ``backprop == mean over
+    i``. Computed by one batched backward pass, not by ``vmap`` over autodiff.
 
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``); integer class labels ``(N,)`` when
+        ``d > 1``.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``).
 
     Returns:
       A tuple with, for each layer, an array ``(N, 1 + fan_in, N_l)``.
     """
     check_network(net, "per_example_backprop")
-    params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
-    return _per_example_jit(net, params, X2, Y2)
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, _ = prepare_supervised(net, params, X, Y, None, loss)
+    return _per_example_jit(net, params, X2, Y2, loss)
 
 
-def deltas(net: Network, params: Params, X, Y, weights=None) -> tuple:
+def deltas(net: Network, params: Params, X, Y, weights=None, *, loss="squared") -> tuple:
     """The backpropagated errors ``δ^l = ∂L/∂a^l`` of every layer.
 
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``; integer
+        class labels ``(N,)`` when ``d > 1``.
       weights: optional per-sample weights ``(N,)``.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``).
 
     Returns:
       A tuple of length ``L + 1``: ``delta[0]`` is None and ``delta[l]`` has shape ``(N, N_l)``;
-      row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of loss (1)).
+      row ``i`` is sample ``i``'s contribution (it includes the ``1/N`` of the loss).
     """
     check_network(net, "deltas")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return _deltas_jit(net, params, X2, Y2, s)
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights, loss)
+    return _deltas_jit(net, params, X2, Y2, s, loss)

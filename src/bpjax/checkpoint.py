@@ -7,7 +7,7 @@ The file is a NumPy ``.npz`` archive — arrays and JSON, never pickle:
 | ``bpjax.json``  | UTF-8 JSON: format and version, the network (layers, activations by    |
 |                 | name, inputs, bias, adjacency), the epoch count, the number of models   |
 |                 | of a sweep, the optimizer state's tree structure, every array's dtype   |
-|                 | and shape, the user's metadata                                          |
+|                 | and shape, the name of the loss trained on if given, the user's metadata |
 | ``params/l-1``  | ``w^l``, shape ``(1 + fan_in, N_l)`` (``(M, 1 + fan_in, N_l)`` for a    |
 |                 | sweep of ``M`` models), for ``l = 1..L``                                |
 | ``opt_state/i`` | the optimizer state's leaves, in ``jax.tree`` order                     |
@@ -41,6 +41,13 @@ what is wrong.
 Activations are saved by name: a network that uses a user's activation can be loaded once the
 activation is registered again (:func:`bpjax.register_activation`).
 
+**The loss.** ``save(..., loss=...)`` records the name of the loss the weights were trained on
+(a :class:`bpjax.FitResult` does not carry it); :func:`load` gives it back as
+``Checkpoint.loss``, and :func:`bpjax.fit` or :func:`bpjax.sweep` resuming from the checkpoint
+train on it when given no ``loss=`` (another ``loss=`` is used, with a warning). Without it
+(``None``, and in files of earlier bpjax) resuming trains on the loss given, ``"squared"`` by
+default. A user's loss is saved by name: register it again before resuming.
+
 Arrays come back as JAX arrays, of the dtype saved — subject to JAX's own rule that 64-bit
 arrays need ``jax_enable_x64`` (without it a float64 file loads as float32, as any float64
 array would).
@@ -63,6 +70,7 @@ import numpy as np
 import optax
 
 from bpjax import activations as _activations
+from bpjax.losses import get_loss
 from bpjax.minibatch import as_transformation
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_layers, check_params
@@ -89,6 +97,8 @@ class Checkpoint(NamedTuple):
       metadata: the user's JSON metadata (a dict).
       models: ``M`` for a sweep's checkpoint (which :func:`bpjax.sweep` resumes from), ``None``
         for one model's.
+      loss: the name of the loss the weights were trained on, if it was saved
+        (``save(..., loss=...)``): what :func:`bpjax.fit` resumes with by default.
     """
 
     net: Network
@@ -97,6 +107,7 @@ class Checkpoint(NamedTuple):
     epoch: Any
     metadata: dict
     models: int | None = None
+    loss: str | None = None
 
 
 class _Invalid(ValueError):
@@ -363,6 +374,7 @@ def save(
     *,
     epoch: int = 0,
     metadata: dict | None = None,
+    loss=None,
 ) -> Path:
     """Saves a network, its weights and optionally its optimizer state to one ``.npz`` file.
 
@@ -379,6 +391,9 @@ def save(
       epoch: the number of epochs trained so far (an int, or one per model for a sweep).
       metadata: a JSON-serialisable dict with ``str`` keys, returned by :func:`load` (tuples
         come back as lists).
+      loss: the loss the weights were trained on (a name or a :class:`bpjax.Loss`; its name
+        is stored), so that resuming from the file trains on it; default: a
+        :class:`Checkpoint`'s own, else none.
 
     Returns:
       The path written (the link's target for a symbolic link).
@@ -393,6 +408,10 @@ def save(
         raise TypeError(f"path must be a str or a path, got {type(path).__name__}: {path!r:.60}")
     if isinstance(params, Checkpoint) and metadata is None:
         metadata = params.metadata
+    if isinstance(params, Checkpoint) and loss is None:
+        loss = params.loss
+    if loss is not None:
+        loss = get_loss(loss).name  # an unknown name or a bad Loss: an error, nothing written
     if hasattr(params, "opt_state") and hasattr(params, "epoch"):  # a FitResult or Checkpoint
         if opt_state is not None:
             raise ValueError("pass either a result or opt_state, not both")
@@ -434,6 +453,7 @@ def save(
         "models": models,
         "arrays": info,
         "metadata": metadata,
+        "loss": loss,
     }
     try:
         blob = json.dumps(meta).encode()
@@ -617,7 +637,10 @@ def _parse(meta: dict) -> tuple:
                        "'leaves'")
     if not isinstance(meta["metadata"], dict):
         raise _Invalid(f"'metadata' must be an object, got {meta['metadata']!r:.60}")
-    return net, models, epoch, info["params"], state, meta["metadata"]
+    loss = meta.get("loss")  # absent from the files of earlier bpjax: not recorded
+    if loss is not None and not (isinstance(loss, str) and loss):
+        raise _Invalid(f"'loss' must be null or a loss's name, got {loss!r:.60}")
+    return net, models, epoch, info["params"], state, meta["metadata"], loss
 
 
 def load(path, *, net: Network | None = None,
@@ -632,7 +655,7 @@ def load(path, *, net: Network | None = None,
         SGD's ``optax.EmptyState()``. Ignored if the file holds no optimizer state.
 
     Returns:
-      A :class:`Checkpoint` ``(net, params, opt_state, epoch, metadata, models)``.
+      A :class:`Checkpoint` ``(net, params, opt_state, epoch, metadata, models, loss)``.
 
     Raises:
       TypeError: ``net`` is not a :class:`bpjax.Network` or ``optimizer`` not an optax
@@ -650,7 +673,7 @@ def load(path, *, net: Network | None = None,
     path = Path(path)
     meta, arrays = _read(path)
     try:
-        saved_net, models, epoch, params_info, state_info, metadata = _parse(meta)
+        saved_net, models, epoch, params_info, state_info, metadata, loss = _parse(meta)
         if net is not None and net != saved_net:
             raise ValueError(f"{path} holds another network:\n{saved_net!r}\nexpected\n{net!r}")
 
@@ -678,7 +701,7 @@ def load(path, *, net: Network | None = None,
                          f"hand-edited?): {e}") from None
     if models is not None:
         epoch = np.asarray(epoch, dtype=np.int64)
-    return Checkpoint(saved_net, params, opt_state, epoch, metadata, models)
+    return Checkpoint(saved_net, params, opt_state, epoch, metadata, models, loss)
 
 
 def _rebuild_state(path, state_info, leaves, optimizer, params, models):

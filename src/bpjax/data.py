@@ -30,7 +30,7 @@ import numpy as np
 from bpjax.network import Network
 
 __all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype",
-           "real_array"]
+           "is_labels", "one_hot", "real_array"]
 
 
 def float_dtype(*arrays) -> jnp.dtype:
@@ -96,21 +96,69 @@ def as_inputs(net: Network, X, name: str = "X") -> tuple[jax.Array, bool]:
         f"{name} must have shape (N, D) = (N, {D}) or (D,) = ({D},), got shape {shape}")
 
 
+def is_labels(Y, d: int, single: bool) -> bool:
+    """Whether ``Y`` holds integer class labels: an integer array of shape ``(N,)`` (``()`` for
+    one sample) for a network of ``d > 1`` outputs, where one-hot targets ``(N, d)`` are meant."""
+    if d == 1:
+        return False
+    if not hasattr(Y, "dtype"):  # a Python int, or a list of them
+        try:
+            Y = np.asarray(Y)
+        except (TypeError, ValueError):
+            return False  # not an array at all: as_targets says so
+    return jnp.issubdtype(Y.dtype, jnp.integer) and Y.ndim == (0 if single else 1)
+
+
+def one_hot(labels, d: int, name: str = "Y"):
+    """Integer class labels ``(N,)`` as one-hot targets ``(N, d)``.
+
+    Concrete labels are checked first, each must be in ``0..d-1``, and encoded with numpy
+    (nothing is compiled). Traced labels cannot be checked: one out of range gives a row of
+    zeros.
+
+    Raises:
+      ValueError: a label outside ``0..d-1``, naming the first.
+    """
+    if isinstance(labels, np.ndarray) or (
+            isinstance(labels, jax.Array) and not isinstance(labels, jax.core.Tracer)
+            and labels.is_fully_addressable):
+        v = np.asarray(labels)
+        bad = (v < 0) | (v >= d)
+        if bad.any():
+            i = tuple(int(j) for j in np.argwhere(bad)[0]) if v.ndim else ()
+            raise ValueError(
+                f"{name} holds integer class labels, which must be in 0..d-1 = 0..{d - 1} for a "
+                f"network of d = {d} outputs; {int(bad.sum())} are not, first {name}"
+                f"{list(i)} = {int(v[i])}")
+        return (v[..., None] == np.arange(d)).astype(np.float32)
+    return jax.nn.one_hot(labels, d, dtype=jnp.float32)
+
+
 def as_targets(net: Network, Y, N: int, single: bool, name: str = "Y",
                inputs: str = "X") -> jax.Array:
     """Returns ``Y`` of shape ``(N, d)``, matching the inputs (called ``inputs`` in errors).
 
+    Integer class labels, shape ``(N,)`` (``()`` for one sample) when ``d > 1``, are one-hot
+    encoded (:func:`one_hot`): label ``c`` becomes the row with 1 in column ``c``.
+
     Raises:
       TypeError: ``Y`` is not an array of real numbers.
-      ValueError: ``Y`` does not match ``d`` or ``N``.
+      ValueError: ``Y`` does not match ``d`` or ``N``, or holds a class label outside
+        ``0..d-1``.
     """
-    Y, shape = _shape(Y, name)
     d = net.outputs
+    if is_labels(Y, d, single):
+        if not single and np.shape(Y)[0] != N:
+            raise ValueError(f"{inputs} has N = {N} samples but {name} has {np.shape(Y)[0]} "
+                             f"class labels (shape {np.shape(Y)})")
+        Y = one_hot(Y, d, name)
+    Y, shape = _shape(Y, name)
     if single:
         if shape in ((d,), (1, d)):
             return Y.reshape(1, d)
+        labels = " (or one integer class label)" if d > 1 else ""
         raise ValueError(
-            f"{name} must have shape (d,) = ({d},) for a single x, got shape {shape}")
+            f"{name} must have shape (d,) = ({d},) for a single x, got shape {shape}{labels}")
     if len(shape) == 1 and d == 1 and shape[0] == N:
         return Y[:, None]
     if len(shape) == 2 and shape[1] == d and shape[0] == N:
@@ -118,20 +166,24 @@ def as_targets(net: Network, Y, N: int, single: bool, name: str = "Y",
     if (len(shape) == 2 and shape[1] == d) or (len(shape) == 1 and d == 1):
         raise ValueError(
             f"{inputs} has N = {N} samples but {name} has {shape[0]} (shape {shape})")
-    raise ValueError(f"{name} must have shape (N, d) = ({N}, {d}), got shape {shape}")
+    labels = " (or integer class labels of shape (N,))" if d > 1 else ""
+    raise ValueError(f"{name} must have shape (N, d) = ({N}, {d}), got shape {shape}{labels}")
 
 
-def as_weights(weights, N: int):
-    """Returns per-sample weights ``s`` of shape ``(N,)`` (or ``None`` for all ones)."""
+def as_weights(weights, N: int, name: str = "weights"):
+    """Returns per-sample weights ``s`` of shape ``(N,)`` (or ``None`` for all ones).
+
+    ``name`` is what errors call them (``"weights_val"`` for a validation set's).
+    """
     if weights is None:
         return None
-    weights, shape = _shape(weights, "weights")
+    weights, shape = _shape(weights, name)
     if shape != (N,):
-        raise ValueError(f"weights must have shape (N,) = ({N},), got shape {shape}")
+        raise ValueError(f"{name} must have shape (N,) = ({N},), got shape {shape}")
     if not isinstance(weights, jax.core.Tracer):
         w = np.asarray(weights)
         if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
-            raise ValueError("weights must be finite, >= 0, and not all 0")
+            raise ValueError(f"{name} must be finite, >= 0, and not all 0")
     return weights
 
 

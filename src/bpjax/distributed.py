@@ -139,13 +139,15 @@ def data_parallel(prep, mesh, axis: str):
             f"{which} must be a multiple of the {n} devices of mesh axis {axis!r}: each device "
             f"takes an equal share of every batch")
     d = prep.data
-    samples = (d.X, d.Y, d.X_val, d.Y_val)
-    X, Y, X_val, Y_val = _put(samples, tuple(_rows(mesh, axis, n, v) for v in samples))
+    samples = (d.X, d.Y, d.X_val, d.Y_val, d.s, d.s_val)
+    X, Y, X_val, Y_val, s, s_val = _put(samples,
+                                        tuple(_rows(mesh, axis, n, v) for v in samples))
     params, opt_state, hyper, trainable, key = _put(
         (prep.params, prep.opt_state, prep.hyper, d.trainable, d.key), NamedSharding(mesh, P()))
     return prep._replace(
         params=params, opt_state=opt_state, hyper=hyper,
-        data=d._replace(X=X, Y=Y, X_val=X_val, Y_val=Y_val, trainable=trainable, key=key),
+        data=d._replace(X=X, Y=Y, X_val=X_val, Y_val=Y_val, trainable=trainable, key=key,
+                        s=s, s_val=s_val),
         config=config._replace(batch_sharding=NamedSharding(mesh, P(None, axis))))
 
 

@@ -20,7 +20,8 @@ of the dense formula by itself; the mask is needed for absent connections only.
 The clipped sum reweights the samples: ``Σ_i c_i g^l_i = Σ_i φ̃_i ⊗ (c_i δ_i)``, one product per
 layer with the errors scaled by ``c_i = min(1, C/‖g_i‖)``. As ``δ^l_i`` is linear in sample
 ``i``'s output error, ``c_i δ^l_i`` is what a backward pass from the reweighted errors
-``c_i (φ_θ(x_i) − y_i)`` gives, so the deltas of the one backward pass are reused as they are.
+``c_i ∂ℓ_i/∂φ^L`` (``c_i (φ_θ(x_i) − y_i)`` for loss (1)) gives, so the deltas of the one
+backward pass are reused as they are.
 
 Cost: one forward and one backward pass, and ``O(N Σ_l (fan_in + N_l))`` for the norms (with a
 mask, ``O(N Σ_l fan_in N_l)``), against ``O(N × number of weights)`` memory for the per-sample
@@ -36,10 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpjax.arguments import number
-from bpjax.backward import delta_rule, weight_gradients
+from bpjax.backward import loss_deltas, weight_gradients
 from bpjax.forward import Trace, homogenised, layer_inputs, propagate
-from bpjax.loss import prepare_supervised
-from bpjax.network import Network
+from bpjax.loss import prepare_supervised, resolve_loss
+from bpjax.losses import SQUARED, Loss
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["ClippedGradSum", "GhostNorms", "clipped_grad_sum", "ghost_norms"]
@@ -71,10 +73,10 @@ class ClippedGradSum(NamedTuple):
     scale: jax.Array
 
 
-def _backward(net: Network, params: Params, X, Y) -> tuple[Trace, tuple]:
-    """The trace and the per-sample deltas ``δ^l_i`` (from ``φ_θ(x_i) − y_i``, no ``1/N``)."""
+def _backward(net: Network, params: Params, X, Y, loss: Loss) -> tuple[Trace, tuple]:
+    """The trace and the per-sample deltas ``δ^l_i`` (from ``∂ℓ_i/∂φ^L``, no ``1/N``)."""
     tr = propagate(net, params, X)
-    return tr, delta_rule(net, params, tr, tr.phi[-1] - Y, bias_row=True)
+    return tr, loss_deltas(net, params, tr, Y, loss)
 
 
 def _norms(net: Network, tr: Trace, delta: tuple) -> GhostNorms:
@@ -91,16 +93,17 @@ def _norms(net: Network, tr: Trace, delta: tuple) -> GhostNorms:
     return GhostNorms(layers, layers.sum(-1))
 
 
-def ghost_norms_of(net: Network, params: Params, X, Y) -> GhostNorms:
+def ghost_norms_of(net: Network, params: Params, X, Y, loss: Loss = SQUARED) -> GhostNorms:
     """:func:`ghost_norms` for prepared ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
-    return _norms(net, *_backward(net, params, X, Y))
+    return _norms(net, *_backward(net, params, X, Y, loss))
 
 
-def clipped_grad_sum_of(net: Network, params: Params, X, Y, clip) -> ClippedGradSum:
+def clipped_grad_sum_of(net: Network, params: Params, X, Y, clip,
+                        loss: Loss = SQUARED) -> ClippedGradSum:
     """:func:`clipped_grad_sum` for prepared ``X (N, D)``, ``Y (N, d)``; pure, jittable."""
     params = structural(net, params)
-    tr, delta = _backward(net, params, X, Y)
+    tr, delta = _backward(net, params, X, Y, loss)
     norms = _norms(net, tr, delta)
     norm = jnp.sqrt(norms.total)
     scale = jnp.where(norm > clip, clip / jnp.where(norm > clip, norm, 1), 1).astype(norm.dtype)
@@ -108,14 +111,14 @@ def clipped_grad_sum_of(net: Network, params: Params, X, Y, clip) -> ClippedGrad
     return ClippedGradSum(weight_gradients(net, tr, scaled), norms, scale)
 
 
-_ghost_norms_jit = jax.jit(ghost_norms_of, static_argnums=0)
-_clipped_jit = jax.jit(clipped_grad_sum_of, static_argnums=0)
+_ghost_norms_jit = jax.jit(ghost_norms_of, static_argnums=(0, 4))
+_clipped_jit = jax.jit(clipped_grad_sum_of, static_argnums=(0, 5))
 
 
-def ghost_norms(net: Network, params: Params, X, Y) -> GhostNorms:
+def ghost_norms(net: Network, params: Params, X, Y, *, loss="squared") -> GhostNorms:
     """Each sample's squared gradient norm, per layer and in total, from one backward pass.
 
-    The gradients are sample ``i``'s terms ``∂L/∂w(x_i)`` of loss (1) without the ``1/N``
+    The gradients are sample ``i``'s terms ``∂L/∂w(x_i)`` of the loss without the ``1/N``
     (those of :func:`bpjax.per_example_backprop`), whose norms are computed from the
     homogenised inputs and the deltas alone (see the module docstring).
 
@@ -123,16 +126,21 @@ def ghost_norms(net: Network, params: Params, X, Y) -> GhostNorms:
       net: the network (any DAG, masks included).
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``); integer class labels ``(N,)`` when
+        ``d > 1``.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``).
 
     Returns:
       :class:`GhostNorms`: ``layers (N, L)`` and ``total (N,)``, squared norms.
     """
-    params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
-    return _ghost_norms_jit(net, params, X2, Y2)
+    check_network(net, "ghost_norms")
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, _ = prepare_supervised(net, params, X, Y, None, loss)
+    return _ghost_norms_jit(net, params, X2, Y2, loss)
 
 
-def clipped_grad_sum(net: Network, params: Params, X, Y, *, clip) -> ClippedGradSum:
+def clipped_grad_sum(net: Network, params: Params, X, Y, *, clip,
+                     loss="squared") -> ClippedGradSum:
     """DP-SGD's step direction ``Σ_i min(1, C/‖g_i‖) g_i``, without forming any ``g_i``.
 
     ``g_i = ∂L/∂θ(x_i)`` is sample ``i``'s gradient (no ``1/N``), clipped to norm ``C`` over
@@ -144,12 +152,16 @@ def clipped_grad_sum(net: Network, params: Params, X, Y, *, clip) -> ClippedGrad
       net: the network (any DAG, masks included).
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``); integer class labels ``(N,)`` when
+        ``d > 1``.
       clip: the clipping norm ``C > 0``.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``).
 
     Returns:
       :class:`ClippedGradSum` ``(grads, norms, scale)``.
     """
+    check_network(net, "clipped_grad_sum")
     number(clip, "clip", minimum=0, strict=True)
-    params, X2, Y2, _ = prepare_supervised(net, params, X, Y)
-    return _clipped_jit(net, params, X2, Y2, jnp.asarray(clip, X2.dtype))
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, _ = prepare_supervised(net, params, X, Y, None, loss)
+    return _clipped_jit(net, params, X2, Y2, jnp.asarray(clip, X2.dtype), loss)

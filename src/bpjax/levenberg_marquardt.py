@@ -51,7 +51,8 @@ from bpjax.clamping import apply_update
 from bpjax.forward import propagate
 from bpjax.jacobian import MODES, jacobian_of_params, resolve_mode
 from bpjax.loop import CHUNK, FitResult, drive, host_result, initial_state, result, run_epochs
-from bpjax.loss import loss_of_params, squared_loss
+from bpjax.loss import loss_of_params
+from bpjax.losses import SQUARED, get_loss, weighted_mean
 from bpjax.network import Network
 from bpjax.params import Params, structural
 
@@ -115,7 +116,7 @@ def search(net, mode, data, free, lm, params, mu, solves):
     X, Y = data.X, data.Y
     phi_L = propagate(net, structural(net, params), X).phi[-1]
     e = (phi_L - Y).reshape(-1)
-    L0 = squared_loss(phi_L, Y)
+    L0 = weighted_mean(SQUARED.ell(phi_L, Y))
     J = residual_jacobian(net, mode, params, X, free)
     g = J.T @ e  # Jᵀe, N × the gradient of loss (1)
     H = J.T @ J
@@ -175,12 +176,13 @@ def _check_arguments(iterations, mu, mu_dec, mu_inc, mu_max, min_grad, loss, mod
     if not any(isinstance(v, jax.core.Tracer) for v in (mu, mu_max)) and mu > mu_max:
         raise ValueError(f"mu must be <= mu_max, got mu = {mu!r} > mu_max = {mu_max!r}")
     number(min_grad, "min_grad", minimum=0)
-    # The squared loss is the only one whose Hessian JᵀJ approximates: other losses of the
-    # registry (bpjax.losses, when it lands) are refused here, by name.
-    if loss != "squared":
+    # The squared loss is the only one whose Hessian JᵀJ approximates: any other loss of the
+    # registry (bpjax.losses), or "squared" re-registered as another function, is refused.
+    if get_loss(loss) is not SQUARED:
         raise ValueError(
             f"levenberg_marquardt supports only the squared loss (1), loss='squared' (its "
-            f"Gauss–Newton matrix JᵀJ needs residuals), got loss={loss!r}")
+            f"Gauss–Newton matrix JᵀJ needs residuals), got loss={loss!r}; train other losses "
+            f"with bp.fit")
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(
             f"jacobian_mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -281,7 +283,8 @@ def levenberg_marquardt(
     prep, iterations = prepare(
         net, params, X, Y, learning_rate=1.0, epochs=iterations, batch_size=None,
         optimizer=None, frozen=frozen, opt_state=None, shuffle=None, validation=validation,
-        tol=tol, patience=patience, min_delta=min_delta)
+        tol=tol, patience=patience, min_delta=min_delta, loss=SQUARED,
+        who="levenberg_marquardt")
     config, data, hyper = prep.config, prep.data, prep.hyper
     free = free_weights(net, frozen)
     if free.size == 0:

@@ -4,7 +4,7 @@
 
 A trainer (:mod:`bpjax.minibatch` for :func:`bpjax.fit` and :func:`bpjax.sweep`) says what one
 epoch does to the weights; :func:`run_epochs` runs epochs inside one ``lax.while_loop`` and adds
-what they all share: loss (1) after each epoch, the validation loss, and the stopping rules
+what they all share: the loss after each epoch, the validation loss, and the stopping rules
 (``tol``, ``patience``, divergence) described in :mod:`bpjax.training`. :func:`drive` calls the
 compiled loop in chunks of at most :data:`CHUNK` epochs from Python, with an optional progress
 bar, and :func:`result` turns the final state into a :class:`FitResult`.
@@ -23,6 +23,7 @@ import numpy as np
 
 from bpjax.distributed import to_host
 from bpjax.loss import loss_of_params
+from bpjax.losses import SQUARED
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
@@ -45,11 +46,12 @@ class FitResult(NamedTuple):
       params: the trained weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       opt_state: the optimizer state that goes with ``params`` (``optax.EmptyState()`` for the
         plain step); pass the result back to :func:`fit` to resume.
-      losses: loss (1) on the training set after each epoch kept, ``losses[t-1]`` after epoch
-        ``t`` of this call; shape ``(epochs_run,)``. That is ``(epochs,)`` unless training
-        stopped early: fewer entries after ``tol`` or ``patience``, and after divergence in
-        epoch ``t`` only the ``t - 1`` finite ones (none if the first epoch diverged).
-      val_losses: loss (1) on the validation set of the same weights as ``losses``, same
+      losses: the loss (``loss=``, (1) by default) on the training set after each epoch kept,
+        ``losses[t-1]`` after epoch ``t`` of this call; shape ``(epochs_run,)``. That is
+        ``(epochs,)`` unless training stopped early: fewer entries after ``tol`` or
+        ``patience``, and after divergence in epoch ``t`` only the ``t - 1`` finite ones (none
+        if the first epoch diverged).
+      val_losses: the same loss on the validation set of the same weights as ``losses``, same
         shape, or ``None`` without ``validation``.
       epoch: the number of epochs that made ``params``, in total, counting those of a resumed
         result (the epoch a resumed :func:`fit` continues from): ``epochs_run`` more than the
@@ -98,6 +100,7 @@ class Config(NamedTuple):
     masked: bool  # some weights are frozen or structural zeros
     batch_sharding: Any = None  # data parallel: how each batch is split (bpjax.distributed)
     extra_args: str = ""  # what the optimizer's update needs besides G_B (minibatch.extra_args)
+    loss: Any = SQUARED  # the bpjax.Loss trained on (its functions are part of the key)
 
 
 class Data(NamedTuple):
@@ -109,6 +112,8 @@ class Data(NamedTuple):
     Y_val: jax.Array | None
     trainable: tuple | None  # per layer: structure & ~frozen (bool), None if all trainable
     key: jax.Array | None  # shuffling key
+    s: jax.Array | None = None  # (N,) sample weights as r_i = s_i N / Σ s; None: all 1
+    s_val: jax.Array | None = None  # (N_val,) validation sample weights; None: all 1
 
 
 class Hyper(NamedTuple):
@@ -149,7 +154,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 
     ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
     ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
-    every trainer shares: loss (1) after each epoch, validation, the stopping rules.
+    every trainer shares: the loss after each epoch, validation, the stopping rules.
     ``stop(opt_state)``, if given, is a trainer's own reason to stop, checked before each
     epoch (:mod:`bpjax.levenberg_marquardt`: no step left to take); ``None`` adds nothing.
     """
@@ -169,7 +174,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 
     def body(s):
         params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
-        loss = loss_of_params(net, params, data.X, data.Y)
+        loss = loss_of_params(net, params, data.X, data.Y, data.s, config.loss)
         finite = jnp.isfinite(loss)
         # A diverged epoch is not kept: its weights are dropped, and so is it from the history
         # and the epoch counts, so that everything returned describes the same weights.
@@ -177,7 +182,8 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
         opt_state = _select(finite, opt_state, s.opt_state)
         kept = finite.astype(s.done.dtype)
         done = s.done + kept
-        val = loss_of_params(net, params, data.X_val, data.Y_val) if config.validate else loss
+        val = (loss_of_params(net, params, data.X_val, data.Y_val, data.s_val, config.loss)
+               if config.validate else loss)
         monitored = val if config.validate else loss
         improved = finite & (monitored < s.best_loss - hyper.min_delta)
         best_loss = jnp.where(improved, monitored, s.best_loss)
@@ -219,8 +225,9 @@ def initial_state(net, config, data, params, opt_state, epoch, chunk):
     dtype = params[0].dtype
     best_loss = jnp.asarray(jnp.inf, dtype)
     if config.restore_best:  # the initial weights are candidates too
-        X, Y = (data.X_val, data.Y_val) if config.validate else (data.X, data.Y)
-        best_loss = loss_of_params(net, params, X, Y)
+        X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate
+                   else (data.X, data.Y, data.s))
+        best_loss = loss_of_params(net, params, X, Y, s, config.loss)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
     copy = partial(jax.tree.map, jnp.copy)
     return LoopState(

@@ -1,11 +1,18 @@
-"""The squared loss, equation (1), and its derivative with respect to the output φ^L.
+"""The loss ``L(X × Y; θ)``: equation (1) by default, any loss of :mod:`bpjax.losses` by name.
 
     L(X × Y; θ) = 1/(2N) Σ_i Σ_k (φ_θ(x_i)_k − y_{i,k})²                         (1)
 
     ∂L/∂φ^L_k(x_i) = (1/N) (φ^L_k(x_i) − y_{i,k})
 
 The second line is where backpropagation starts: the paper's
-``∂L/∂w = 1/N Σ_i Σ_k ∂φ_θ[k]/∂w (x_i) (φ_θ(x_i)_k − y_{i,k})``.
+``∂L/∂w = 1/N Σ_i Σ_k ∂φ_θ[k]/∂w (x_i) (φ_θ(x_i)_k − y_{i,k})``. Every loss of the registry
+has the same shape, ``L = Σ_i s_i ℓ_i / Σ_i s_i`` with ``∂L/∂φ^L(x_i) = s_i/Σs · ∂ℓ_i/∂φ^L``:
+
+| paper / loss                              | code                                        |
+| ----------------------------------------- | ------------------------------------------- |
+| ``ℓ_i``: (1) is ``½ ‖φ_θ(x_i) − y_i‖²``   | ``losses.sample_loss(loss, net, tr, Y)``    |
+| ``1/N Σ_i ℓ_i`` (weighted: ``s_i / Σ s``) | ``losses.weighted_mean(ℓ, s)``              |
+| ``∂ℓ_i/∂φ^L`` (or ``δ^L``, fused)         | ``losses.output_error``, see its table      |
 
 With per-sample weights ``s_i ≥ 0`` the mean becomes a weighted mean: ``1/N`` is replaced
 by ``s_i / Σ_i s_i``; all-ones weights give (1) exactly.
@@ -14,70 +21,83 @@ by ``s_i / Σ_i s_i``; all-ones weights give (1) exactly.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from bpjax.data import as_dtype, as_targets, as_weights
 from bpjax.forward import prepare, propagate
+from bpjax.losses import (
+    SQUARED,
+    Loss,
+    check_loss_network,
+    check_targets,
+    get_loss,
+    sample_loss,
+    weighted_mean,
+)
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["loss"]
 
 
-def _sample_scale(r: jax.Array, s) -> jax.Array:
-    """``1/N`` for every sample, or ``s_i / Σ s``; shape ``(N, 1)``, dtype of ``r``."""
-    N = r.shape[0]
-    if s is None:
-        return jnp.full((N, 1), 1 / N, r.dtype)
-    s = jnp.asarray(s, r.dtype)
-    return (s / s.sum())[:, None]
+def loss_of_params(net: Network, params: Params, X, Y, s=None, loss: Loss = SQUARED
+                   ) -> jax.Array:
+    """The loss as a pure function of ``params`` for prepared ``X (N, D)``, ``Y (N, d)``."""
+    tr = propagate(net, structural(net, params), X)
+    return weighted_mean(sample_loss(loss, net, tr, Y), s)
 
 
-def squared_loss(phi_L: jax.Array, Y: jax.Array, s=None) -> jax.Array:
-    """Equation (1) from outputs ``phi_L`` and targets ``Y``, both ``(N, d)``; a scalar."""
-    r = phi_L - Y
-    return 0.5 * jnp.sum(_sample_scale(r, s) * r * r)
+_loss_jit = jax.jit(loss_of_params, static_argnums=(0, 5))
 
 
-def dloss_dphi(phi_L: jax.Array, Y: jax.Array, s=None) -> jax.Array:
-    """``∂L/∂φ^L``: ``(φ^L − Y) / N`` (weighted: ``s_i (φ^L − Y) / Σ s``); shape ``(N, d)``."""
-    r = phi_L - Y
-    return _sample_scale(r, s) * r
+def resolve_loss(net: Network, loss) -> Loss:
+    """``loss`` (a name or a :class:`~bpjax.Loss`) as a :class:`~bpjax.Loss` that can serve
+    ``net``; a ``TypeError`` or ``ValueError`` otherwise, before any work."""
+    loss = get_loss(loss)
+    check_loss_network(loss, net)
+    return loss
 
 
-def loss_of_params(net: Network, params: Params, X, Y, s=None) -> jax.Array:
-    """Equation (1) as a pure function of ``params`` for prepared ``X (N, D)``, ``Y (N, d)``."""
-    return squared_loss(propagate(net, structural(net, params), X).phi[-1], Y, s)
+def prepare_supervised(net: Network, params, X, Y, weights=None, loss: Loss = SQUARED):
+    """Checks and promotes ``(params, X, Y, weights)``, with ``X (N, D)`` and ``Y (N, d)``.
 
-
-_loss_jit = jax.jit(loss_of_params, static_argnums=0)
-
-
-def prepare_supervised(net: Network, params, X, Y, weights=None):
-    """Checks and promotes ``(params, X, Y, weights)``, with ``X (N, D)`` and ``Y (N, d)``."""
+    Integer class labels become one-hot targets; concrete targets are checked against what
+    ``loss`` needs (:func:`bpjax.losses.check_targets`).
+    """
     params, X2, single = prepare(net, params, X)
     Y2 = as_targets(net, Y, X2.shape[0], single)
+    check_targets(loss, Y2)
     s = as_weights(weights, X2.shape[0])
     return params, X2, as_dtype(Y2, X2.dtype), s
 
 
-def loss(net: Network, params: Params, X, Y, weights=None) -> jax.Array:
-    """The squared loss, equation (1).
+def loss(net: Network, params: Params, X, Y, weights=None, *, loss="squared") -> jax.Array:
+    """The loss ``L(X × Y; θ)``: equation (1) unless ``loss`` names another.
 
     Args:
       net: the network.
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``; integer
+        class labels ``(N,)`` (one ``int`` for one ``x``) when ``d > 1``, one-hot encoded.
       weights: optional per-sample weights ``s`` of shape ``(N,)``; the loss becomes
-        ``1/(2 Σ s) Σ_i s_i ‖φ_θ(x_i) − y_i‖²``.
+        ``Σ_i s_i ℓ_i / Σ_i s_i`` (for (1): ``1/(2 Σ s) Σ_i s_i ‖φ_θ(x_i) − y_i‖²``).
+      loss: ``"squared"`` (equation (1)), ``"binary_cross_entropy"``,
+        ``"softmax_cross_entropy"``, a registered name, or a :class:`bpjax.Loss`; see
+        :mod:`bpjax.losses`.
 
     Returns:
       ``L(X × Y; θ)``, a scalar.
 
+    Raises:
+      TypeError, ValueError: a bad input, before any work: shapes, an unknown loss, a loss
+        the network cannot serve (binary cross-entropy on identity outputs, softmax on one
+        output), concrete targets the loss cannot take, class labels out of range.
+
     Values are not checked (no host sync): NaN or Inf in the inputs gives NaN or Inf; see
-    :mod:`bpjax.data` for how to check them.
+    :mod:`bpjax.data` for how to check them. Targets of the cross-entropies are checked
+    when concrete.
     """
     check_network(net, "loss")
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights)
-    return _loss_jit(net, params, X2, Y2, s)
+    loss = resolve_loss(net, loss)
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights, loss)
+    return _loss_jit(net, params, X2, Y2, s, loss)

@@ -1,6 +1,6 @@
 """The gradient-descent family of Algorithm 1: one epoch of steps ``w ← w − η G_B``.
 
-Every step, whatever the batch size ``B``, follows the gradient of its batch's share of loss (1),
+Every step, whatever the batch size ``B``, follows the gradient of its batch's share of the loss,
 ``G_B = (1/N) Σ_{i∈B} ∂L/∂w(x_i)`` (see :mod:`bpjax.training`): ``B = 1`` with the plain step is
 Algorithm 1 itself (:mod:`bpjax.algorithm1`), any other ``B`` or an optax optimizer steps along
 ``G_B`` computed by the hand-written backward pass. :func:`run` is the compiled loop of
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from bpjax.algorithm1 import TINY, algorithm1_epoch, sample_gradient
-from bpjax.backward import delta_rule, loss_by_hand, weight_gradients
+from bpjax.backward import loss_by_hand, loss_deltas, weight_gradients
 from bpjax.clamping import apply_update
 from bpjax.distributed import shard_batches
 from bpjax.forward import propagate
@@ -102,12 +102,11 @@ def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
     return _extra_args_cached(optimizer, structure, many)
 
 
-def _batch_gradient(net, params, X_B, Y_B, m_B, N):
+def _batch_gradient(net, loss, params, X_B, Y_B, m_B, N):
     """``G_B = ∂L_B/∂w = (1/N) Σ_{i∈B} ∂L/∂w(x_i)`` for a batch (``m_B`` masks padding)."""
     tr = propagate(net, params, X_B)
-    r = tr.phi[-1] - Y_B
-    g = r / N if m_B is None else r * (m_B[:, None] / N)  # ∂L_B/∂φ^L
-    return weight_gradients(net, tr, delta_rule(net, params, tr, g, bias_row=True))
+    r = 1 / N if m_B is None else m_B[:, None] / N  # ∂L_B/∂φ^L = r ∂ℓ_i/∂φ^L
+    return weight_gradients(net, tr, loss_deltas(net, params, tr, Y_B, loss, r))
 
 
 def _descend(optimizer, eta, masks, params, opt_state, G):
@@ -124,19 +123,25 @@ def _descend(optimizer, eta, masks, params, opt_state, G):
 
 def epoch_data(config, data, epoch):
     """The epoch's samples in order: shuffled with ``fold_in(key, epoch)`` if asked, padded to
-    ``steps × B`` with masked samples when ``B`` does not divide ``N``, then batched."""
-    X, Y = data.X, data.Y
+    ``steps × B`` with masked samples when ``B`` does not divide ``N``, then batched.
+
+    Returns ``(X, Y, m)``: ``m`` holds each sample's relative weight ``r_i = s_i N / Σ s``
+    (``data.s``; 0 for padding), or is None when every sample counts ``1``.
+    """
+    X, Y, m = data.X, data.Y, data.s
     if config.shuffle:
         perm = jax.random.permutation(jax.random.fold_in(data.key, epoch), config.N)
         X, Y = X[perm], Y[perm]
+        m = None if m is None else m[perm]
     if config.batch == 1:
-        return X, Y, None
+        return X, Y, m
     pad = config.steps * config.batch - config.N
-    m = None
     if pad:
-        m = jnp.concatenate([jnp.ones(config.N, X.dtype), jnp.zeros(pad, X.dtype)])
+        m = jnp.ones(config.N, X.dtype) if m is None else m
+        m = jnp.concatenate([m, jnp.zeros(pad, X.dtype)])
         X = jnp.concatenate([X, jnp.zeros((pad, X.shape[1]), X.dtype)])
         Y = jnp.concatenate([Y, jnp.zeros((pad, Y.shape[1]), Y.dtype)])
+    if m is not None:
         m = m.reshape(config.steps, config.batch)
     X = X.reshape(config.steps, config.batch, X.shape[-1])
     Y = Y.reshape(config.steps, config.batch, Y.shape[-1])
@@ -145,14 +150,16 @@ def epoch_data(config, data, epoch):
     return X, Y, m
 
 
-def _step_with_extra_args(net, optimizer, kind, eta, masks, params, opt_state, X_B, Y_B, m_B, N):
+def _step_with_extra_args(net, loss, optimizer, kind, eta, masks, params, opt_state, X_B, Y_B,
+                          m_B, N):
     """A step of an optimizer that is also given ``value = L_B(w)``, ``grad = G_B`` and
-    ``value_fn = L_B`` (the batch's share of loss (1), whose gradient is ``G_B``, by hand)."""
+    ``value_fn = L_B`` (the batch's share of the loss, whose gradient is ``G_B``, by hand)."""
     if X_B.ndim == 1:  # batch_size=1: one sample
         X_B, Y_B = X_B[None], Y_B[None]
+        m_B = None if m_B is None else m_B[None]
     scale = X_B.shape[0] / N if m_B is None else m_B.sum() / N
     value_fn, value_and_grads = loss_by_hand(net, X_B, Y_B, m_B, scale=scale, base=params,
-                                             masks=masks)
+                                             masks=masks, loss=loss)
     value, G = value_and_grads(params)
     kwargs = dict(value=value, grad=G)
     if kind == "value_fn":
@@ -170,22 +177,21 @@ def one_epoch(net, optimizer, config, data, hyper, params, opt_state, epoch):
     N = config.N
     masks = data.trainable if config.masked else None
     if config.batch == 1 and optimizer is None:  # Algorithm 1: the fused per-sample step
-        return algorithm1_epoch(net, hyper.eta / N, masks, params, X, Y), opt_state
+        return (algorithm1_epoch(net, hyper.eta / N, masks, params, X, Y, config.loss, m),
+                opt_state)
 
     def step(carry, batch):
         params, opt_state = carry
         if config.extra_args:
-            X_B, Y_B, *m_B = batch
-            return _step_with_extra_args(net, optimizer, config.extra_args, hyper.eta, masks,
-                                         params, opt_state, X_B, Y_B, (m_B or [None])[0],
-                                         N), None
+            return _step_with_extra_args(net, config.loss, optimizer, config.extra_args,
+                                         hyper.eta, masks, params, opt_state, *batch, N), None
         if config.batch == 1:
-            G = sample_gradient(net, params, batch[0], batch[1], N)
+            G = sample_gradient(net, params, *batch, N, config.loss)
         else:
-            G = _batch_gradient(net, params, *batch, N)
+            G = _batch_gradient(net, config.loss, params, *batch, N)
         return _descend(optimizer, hyper.eta, masks, params, opt_state, G), None
 
-    batches = (X, Y) if config.batch == 1 else (X, Y, m)
+    batches = (X, Y, m)
     unroll = 2 if config.batch == 1 and net.num_params > TINY else 1
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches, unroll=unroll)
     return params, opt_state

@@ -10,6 +10,7 @@ function of Algorithm 2; the comments give its line numbers.
 | lines 4-8, ``∂φ^l_k/∂a^l_k``                  | ``_Sample.dphi_da``           |
 | lines 10-15, ``∂a^l_k/∂w^m_pr``               | ``_Sample.da_dw``             |
 | lines 17-18, ``∂L/∂w^m_pr(x_i)``              | ``_Sample.dL_dw``             |
+| line 17's ``φ^L_k − y_k``: ``∂ℓ_i/∂φ^L_k``      | ``_Sample.dL_dphi``           |
 | ``∂L/∂w = 1/N Σ_i ∂L/∂w(x_i)``                | :func:`recursive_grad`        |
 
 Nothing is memoised: the recursion re-walks every path from ``(L, k)`` down to layer ``m``
@@ -27,6 +28,8 @@ import numpy as np
 
 from bpjax import activations
 from bpjax.data import as_inputs, as_targets
+from bpjax.loss import resolve_loss
+from bpjax.losses import SQUARED, Loss, check_targets, fuses
 from bpjax.network import Network, check_network
 from bpjax.params import Params, check_params
 
@@ -36,7 +39,8 @@ __all__ = ["recursive_dphi_dw", "recursive_grad"]
 class _Sample:
     """Algorithm 2 for one sample ``x_i``, with the forward pass of line 23 stored."""
 
-    def __init__(self, net: Network, w: list[np.ndarray], x: np.ndarray, y: np.ndarray):
+    def __init__(self, net: Network, w: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                 loss: Loss = SQUARED):
         self.net, self.w, self.y = net, w, y
         # line 23: the forward pass computes and stores a^l_k(x_i) and φ^l_k(x_i).
         self.phi, self.a, self.dphi = [x], [None], [None]
@@ -48,6 +52,11 @@ class _Sample:
                 self.a.append(a)
                 self.phi.append(np.asarray(activations.phi(acts, a), np.float64))
                 self.dphi.append(np.asarray(activations.dphi(acts, a), np.float64))
+            # line 17's output error: ∂ℓ_i/∂φ^L_k, or ∂ℓ_i/∂a^L_k for a loss's fused form
+            self.fused = fuses(loss, net)
+            e = (loss.fused.delta(self.a[-1], y) if self.fused
+                 else loss.dell(self.phi[-1], y))
+            self.dL_dphi = np.asarray(e, np.float64)
 
     def unit(self, l: int, j: int) -> tuple[int, int]:
         """Input ``j ≥ 1`` of layer ``l`` as a neuron ``(s, i)`` of its source layer ``s``."""
@@ -86,15 +95,19 @@ class _Sample:
         return 0.0  # l < m: w^m_pr is not involved in a^l_k, equation (4)
 
     def dL_dw(self, m: int, p: int, r: int) -> float:
-        """Lines 17-18: ``Σ_k ∂φ^L_k/∂w^m_pr(x_i) (φ^L_k(x_i) − y_i[k])``."""
+        """Lines 17-18: ``Σ_k ∂φ^L_k/∂w^m_pr(x_i) ∂ℓ_i/∂φ^L_k`` (for loss (1),
+        ``∂ℓ_i/∂φ^L_k = φ^L_k(x_i) − y_i[k]``). With a loss's fused form the output error is
+        ``∂ℓ_i/∂a^L_k`` and line 1's factor ``∂φ^L_k/∂a^L_k`` is already in it:
+        ``Σ_k ∂a^L_k/∂w^m_pr(x_i) ∂ℓ_i/∂a^L_k``."""
         L = self.net.depth
+        factor = self.da_dw if self.fused else self.dphi_dw
         return sum(
-            self.dphi_dw(L, k, m, p, r) * (self.phi[L][k - 1] - self.y[k - 1])
+            factor(L, k, m, p, r) * self.dL_dphi[k - 1]
             for k in range(1, self.net.outputs + 1)
         )
 
 
-def _samples(net: Network, params, X, Y=None):
+def _samples(net: Network, params, X, Y=None, loss: Loss = SQUARED):
     params = check_params(net, params)
     X2, single = as_inputs(net, X)
     # np.where, not a product with the mask: NaN or Inf stored in a structural zero is ignored,
@@ -103,27 +116,33 @@ def _samples(net: Network, params, X, Y=None):
          for l, p in enumerate(params, start=1)]
     X2 = np.asarray(X2, np.float64)
     Y2 = np.zeros((len(X2), net.outputs)) if Y is None else as_targets(net, Y, len(X2), single)
+    check_targets(loss, Y2)
     Y2 = np.asarray(Y2, np.float64)
-    return w, [_Sample(net, w, x, y) for x, y in zip(X2, Y2)]
+    return w, [_Sample(net, w, x, y, loss) for x, y in zip(X2, Y2)]
 
 
-def recursive_grad(net: Network, params: Params, X, Y) -> tuple[np.ndarray, ...]:
-    """``∂L/∂θ`` of loss (1) by the literal recursion of Algorithm 2, in float64 numpy.
+def recursive_grad(net: Network, params: Params, X, Y, *, loss="squared"
+                   ) -> tuple[np.ndarray, ...]:
+    """``∂L/∂θ`` of the loss by the literal recursion of Algorithm 2, in float64 numpy.
 
-    ``∂L/∂w^m_pr = 1/N Σ_i ∂L/∂w^m_pr(x_i)``, each term by lines 17-18. Structural zeros get 0.
+    ``∂L/∂w^m_pr = 1/N Σ_i ∂L/∂w^m_pr(x_i)``, each term by lines 17-18, with line 17's
+    ``φ^L_k − y_k`` generalised to the loss's ``∂ℓ_i/∂φ^L_k``. Structural zeros get 0.
     For small networks only: the cost grows with the number of paths through the network.
 
     Args:
       net: the network (any DAG).
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``.
       X: inputs ``(N, D)``, or one ``x`` of shape ``(D,)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), or one ``y`` of shape ``(d,)``; integer
+        class labels ``(N,)`` when ``d > 1``.
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``, equation (1)).
 
     Returns:
       A tuple of float64 numpy arrays shaped like ``params``.
     """
     check_network(net, "recursive_grad")
-    w, samples = _samples(net, params, X, Y)
+    loss = resolve_loss(net, loss)
+    w, samples = _samples(net, params, X, Y, loss)
     grads = []
     for m in range(1, net.depth + 1):
         mask = net.structure(m)

@@ -123,6 +123,8 @@ def sweep(
     mesh: jax.sharding.Mesh | None = None,
     model_axis: str = "models",
     on_divergence: str = "warn",
+    loss=None,
+    weights=None,
 ) -> FitResult:
     """Trains ``M`` models of one network at once, each exactly as :func:`bpjax.fit` would.
 
@@ -133,7 +135,8 @@ def sweep(
         list of ``M`` per-model params (each a tuple of ``L`` arrays), stacked for you; or a
         previous sweep's result (or a sweep's :class:`bpjax.Checkpoint`), to resume it.
       X: inputs ``(N, D)``, shared.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``), shared.
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``; integer class labels ``(N,)`` when
+        ``d > 1``), shared.
       learning_rate: ``η > 0``, one for every model or an array ``(M,)``; as in
         :func:`bpjax.fit`, required without an optimizer and 1 by default with one.
       epochs: the number of epochs, at most.
@@ -154,6 +157,8 @@ def sweep(
       on_divergence: ``"warn"`` (default): one :class:`bpjax.DivergenceWarning` naming the
         models whose training loss became NaN or infinite, their epochs and learning rates;
         ``"ignore"``: nothing (``result.diverged`` tells which, either way).
+      loss: the loss, shared, as in :func:`bpjax.fit`.
+      weights: per-sample weights ``(N,)``, shared, as in :func:`bpjax.fit`.
 
     Returns:
       A :class:`bpjax.FitResult` with a leading model axis on every field; ``losses`` and
@@ -167,7 +172,8 @@ def sweep(
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
-        validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M)
+        validation=validation, tol=tol, patience=patience, min_delta=min_delta, models=M,
+        loss=loss, who="sweep", weights=weights)
     config, data, optimizer = prep.config, prep.data, prep.optimizer
     hyper = Hyper(*((np if isinstance(v, np.ndarray) else jnp).broadcast_to(v, (M,))
                      for v in prep.hyper))

@@ -12,8 +12,9 @@
 ``∂L/∂w(x_i)`` is sample ``i``'s term of the gradient without the ``1/N``,
 computed by the hand-written backward pass of :mod:`bpjax.backward`, never by autodiff.
 
-**One family of steps.** Write ``L = Σ_B L_B``, where ``L_B = 1/(2N) Σ_{i∈B} ‖φ_θ(x_i) − y_i‖²``
-holds the terms of loss (1) of the samples in a batch ``B``. Every step, whatever the batch
+**One family of steps.** Write ``L = Σ_B L_B``, where ``L_B = 1/N Σ_{i∈B} ℓ_i`` holds the terms
+of the loss of the samples in a batch ``B`` (for loss (1), ``ℓ_i = ½ ‖φ_θ(x_i) − y_i‖²``; any
+loss of :mod:`bpjax.losses` with ``loss=``). Every step, whatever the batch
 size, follows the gradient of its batch's share of the loss,
 
     G_B = ∂L_B/∂w = (1/N) Σ_{i∈B} ∂L/∂w(x_i),         w ← w − η G_B,
@@ -25,6 +26,9 @@ full-batch step of size ``η``, for every batch size.
 * ``batch_size=B``: ``⌈N/B⌉`` steps per epoch; when ``B`` does not divide ``N`` the last batch
   holds the remaining ``N mod B`` samples (every sample is used exactly once per epoch).
 * ``batch_size=None``: one step of exact gradient descent on ``L`` per epoch.
+
+With per-sample weights (``weights=``, ``s_i``) the loss is ``Σ_i s_i ℓ_i / Σ_i s_i`` and
+``1/N`` becomes ``s_i / Σ s`` everywhere: ``G_B = Σ_{i∈B} (s_i / Σ s) ∂L/∂w(x_i)``.
 
 **Optimizers.** With ``optimizer=None`` the step is the plain one above, as in the paper.
 Any optax ``GradientTransformation`` can replace it: it is fed ``G_B`` and returns updates
@@ -46,7 +50,7 @@ you want to vary without recompiling in its state with ``optax.inject_hyperparam
 What optax gets, precisely: every ``GradientTransformation`` is called as
 ``optimizer.update(G_B, state, w)``. One whose update needs more (found by tracing it once) is
 also given ``value=L_B(w)``, ``grad=G_B`` and, if it asks, ``value_fn=L_B`` — the batch's share
-of loss (1) as a function of the weights, whose ``jax.grad`` runs the hand-written backward
+of the loss as a function of the weights, whose ``jax.grad`` runs the hand-written backward
 pass (a ``jax.custom_vjp``, :func:`bpjax.backward.loss_by_hand`); clamped weights are held
 fixed inside it. So ``optax.lbfgs()`` and other line searches (``value_fn``) run with
 ``batch_size=None`` — they need the whole loss — and ``optax.polyak_sgd``,
@@ -81,7 +85,7 @@ shares of ``G_B`` with one all-reduce per step (:mod:`bpjax.distributed`).
 
 **Stopping.** Training runs ``epochs`` epochs unless it stops earlier, inside the jitted loop:
 
-* ``tol``: once the training loss (1) is ``≤ tol`` ("until convergence");
+* ``tol``: once the training loss is ``≤ tol`` ("until convergence");
 * ``patience``: once the monitored loss — the validation loss if ``validation`` is given,
   else the training loss — has not improved by more than ``min_delta`` for ``patience``
   epochs. With ``patience`` the returned weights are always the best ones seen (the initial
@@ -150,6 +154,8 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
     on_divergence: str = "warn",
+    loss=None,
+    weights=None,
 ) -> FitResult:
     """Trains ``net`` by gradient descent with the hand-written gradients: Algorithm 1.
 
@@ -163,7 +169,8 @@ def fit(
         previous :class:`FitResult` (or :class:`bpjax.Checkpoint`) to resume from its weights,
         optimizer state and epoch count.
       X: inputs ``(N, D)``.
-      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``).
+      Y: targets ``(N, d)`` (``(N,)`` if ``d = 1``); integer class labels ``(N,)`` when
+        ``d > 1``, one-hot encoded (see :func:`bpjax.loss`).
       learning_rate: ``η > 0``; required with ``optimizer=None``. With an optimizer it scales
         the optimizer's updates and defaults to 1, so ``optimizer=optax.adam(1e-3)`` alone
         trains at Adam's rate 1e-3.
@@ -180,9 +187,10 @@ def fit(
       opt_state: the optimizer state to start from (default ``optimizer.init(params)``).
       shuffle: a ``jax.random.key``: reshuffle the samples every epoch (epoch ``t`` uses
         ``fold_in(key, t)``); ``None`` keeps the dataset order.
-      validation: optional ``(X_val, Y_val)``; its loss (1) is recorded after each epoch and
+      validation: optional ``(X_val, Y_val)`` or ``(X_val, Y_val, weights_val)``; its loss (the
+        same ``loss``, weighted by ``weights_val`` if given) is recorded after each epoch and
         is what ``patience`` monitors.
-      tol: stop once the training loss (1) is ``≤ tol``.
+      tol: stop once the training loss is ``≤ tol``.
       patience: stop once the monitored loss has not improved by more than ``min_delta`` for
         this many epochs, and return the best weights.
       min_delta: the improvement ``patience`` asks for, ``≥ 0``.
@@ -197,22 +205,34 @@ def fit(
         with a :class:`bpjax.DivergenceWarning` that names the epoch and what to try;
         ``"ignore"``: say nothing (``result.diverged`` tells either way). Under ``jax.jit``
         nothing can be printed: read ``result.diverged``.
+      loss: the loss trained on, a name or a :class:`bpjax.Loss` (see :mod:`bpjax.losses`):
+        ``"squared"`` (equation (1)), ``"binary_cross_entropy"``, ``"softmax_cross_entropy"``
+        or a registered one. ``None`` (default): the loss a resumed :class:`bpjax.Checkpoint`
+        was saved with, else ``"squared"``. Every step, ``losses`` and ``val_losses`` use it;
+        the step stays ``w ← w − (η/N) ∂L/∂w(x_i)`` with ``∂L/∂w(x_i)`` sample ``i``'s term
+        of this loss without the ``1/N``.
+      weights: optional per-sample weights ``s`` ``(N,)``, finite, ``≥ 0``, not all 0: the
+        loss becomes ``Σ_i s_i ℓ_i / Σ_i s_i`` (as in :func:`bpjax.loss`), and every step
+        follows its gradient: Algorithm 1 steps ``w ← w − η (s_i / Σ s) ∂ℓ_i/∂w`` (``η/N``
+        when all ``s_i`` are equal), a batch ``B`` along ``Σ_{i∈B} (s_i / Σ s) ∂ℓ_i/∂w``.
 
     Returns:
       A :class:`FitResult`; with a mesh, ``params`` and ``opt_state`` are replicated on it.
 
     Raises:
-      TypeError, ValueError: a bad input, before any work: ``learning_rate ≤ 0`` or not
-        finite, ``epochs < 0``, ``batch_size`` outside ``1..N``, NaN or Inf in the data or
-        weights, ``frozen`` not shaped like ``params``, ``X`` and ``Y`` of different lengths,
-        an ``opt_state`` that does not fit the optimizer; with a mesh, no axis
-        ``data_axis`` or a batch size that does not split evenly over it.
+      TypeError, ValueError: a bad input, before any work: an unknown loss or one the network
+        cannot serve, targets the loss cannot take, ``learning_rate ≤ 0`` or not finite,
+        ``epochs < 0``, ``batch_size`` outside ``1..N``, NaN or Inf in the data or weights,
+        ``frozen`` not shaped like ``params``, ``X`` and ``Y`` of different lengths, an
+        ``opt_state`` that does not fit the optimizer; with a mesh, no axis ``data_axis`` or
+        a batch size that does not split evenly over it.
     """
     check_on_divergence(on_divergence)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
-        validation=validation, tol=tol, patience=patience, min_delta=min_delta)
+        validation=validation, tol=tol, patience=patience, min_delta=min_delta, loss=loss,
+        weights=weights)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
     config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
