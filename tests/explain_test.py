@@ -1,11 +1,13 @@
 """bp.explain: one sample's a, φ, δ, ∂L/∂w and Algorithm 1's step, against independent references.
 
 The references: the paper's own formulas for figure 2 (§1.3.1: equation (6) and the list of
-``∂φ_θ/∂w``, e.g. ``∂φ_θ/∂w^1_21 = w^2_11 x[2]``) worked by hand below; ``jax.grad`` of the
-plain-JAX reference loss of conftest; bpjax's forward_trace, deltas and backprop; and bp.fit
+``∂φ_θ/∂w``, e.g. ``∂φ_θ/∂w^1_21 = w^2_11 x[2]``) worked by hand below, and a softmax and a
+binary cross-entropy step by hand; ``jax.grad`` of the plain-JAX reference loss of conftest,
+and of every loss of the registry (a user's too) written again here; bpjax's forward_trace, deltas and backprop; and bp.fit
 with ``batch_size=1`` for the step. The written formulas are checked by evaluating them.
 """
 
+import dataclasses
 import itertools
 import json
 import math
@@ -18,7 +20,14 @@ import pytest
 
 import bpjax as bp
 from bpjax.explain import weight_symbol
-from conftest import DAG_NETS, assert_close_to_reference, reference_grad
+from bpjax.losses import Notation
+from conftest import (
+    DAG_NETS,
+    REFERENCE_PHI,
+    assert_close_to_reference,
+    reference_forward,
+    reference_grad,
+)
 
 FIG2 = bp.Network(2, [bp.Layer(2, ("identity", "square")), bp.Layer(1, "identity", bias=False)])
 # w^1: rows j = 0, 1, 2 (bias, x[1], x[2]); columns k = 1, 2. w^2: row 0 a structural zero.
@@ -119,7 +128,7 @@ def test_figure_2_formulas_are_the_papers():
     assert step.formula(1, 2, numbers=True) == (
         "φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])² = (-1 + 0.5·1 + 3·2)² = 5.5² = 30.25")
     assert step.delta_formula(2, 1, numbers=True) == (
-        "δ^2_1 = ∂L/∂φ^2_1 · ∂φ^2_1/∂a^2_1 = (φ^2_1 − y_1) · 1 = (-88.75 − 1) · 1 = -89.75")
+        "δ^2_1 = ∂ℓ/∂φ^2_1 · ∂φ^2_1/∂a^2_1 = (φ^2_1 − y_1) · 1 = (-88.75 − 1) · 1 = -89.75")
     assert step.delta_formula(1, 2) == (
         "δ^1_2 = ∂φ^1_2/∂a^1_2 · (w^2_21 δ^2_1) = 2·a^1_2 · (w^2_21 δ^2_1)")
     assert step.formulas() == (step.formula(1, 1), step.formula(1, 2), step.formula(2, 1))
@@ -177,6 +186,7 @@ def test_chained_steps_are_one_epoch_of_algorithm_1(name):
 # --- the written formulas compute the numbers ----------------------------------------------
 
 _FUNCTIONS = {"tanh": np.tanh, "σ": lambda v: 1 / (1 + np.exp(-v)), "max": max,
+              "clip": lambda v, lo, hi: min(max(v, lo), hi),
               "log": np.log, "e": np.e}
 
 
@@ -270,7 +280,11 @@ def test_text_markdown_html_and_json_carry_every_number():
     assert neurons[(2, 1)]["formula"] == step.formula(2, 1)
     assert neurons[(2, 1)]["formula_weights"] == step.formula(2, 1, weights=True)
     assert data["loss"] == {"name": "squared", "value": float(step.loss),
-                            "formula": "L(x_i) = ½ Σ_k (φ^L_k − y_k)²"}
+                            "formula": "L(x_i) = ½ Σ_k (φ^L_k − y_k)²", "fused": False,
+                            "output_error": "∂ℓ/∂φ^L_k = φ^L_k − y_k",
+                            "output_error_values": np.asarray(step.output_error).tolist(),
+                            "proba": None}
+    np.testing.assert_array_equal(step.output_error, np.asarray(step.phi[-1]) - y)
     assert data["learning_rate"] == 0.3 and data["N"] == 10
     assert data["network"]["sizes"] == list(net.sizes)
     # the exported weights load back
@@ -314,7 +328,10 @@ def test_float32_stays_float32_and_clamps_are_marked():
     (dict(frozen=bp.frozen_mask(FIG2, [(1, 0, 1)])), ValueError, r"frozen= clamps"),
     (dict(learning_rate=0.1, frozen=(np.zeros((3, 2), bool),)), ValueError,
      r"frozen has 1 layers"),
-    (dict(loss="hinge"), ValueError, r"unknown loss 'hinge'; known losses: squared"),
+    (dict(loss="hinge"), ValueError, r"unknown loss 'hinge'; known losses: .*squared"),
+    (dict(loss="binary_cross_entropy"), ValueError, r"needs outputs in \(0, 1\)"),
+    (dict(loss="softmax_cross_entropy"), ValueError, r"needs d >= 2 outputs"),
+    (dict(loss=len), TypeError, r"loss must be a name \(str\) or a bpjax.Loss"),
     (dict(params=(np.ones((2, 2)), np.ones((3, 1)))), ValueError, r"params\[0\] \(layer 1\)"),
 ])
 def test_bad_arguments(kwargs, error, message):
@@ -335,3 +352,188 @@ def test_bad_neurons(l, k, message):
     for method in (step.formula, step.delta_formula):
         with pytest.raises(ValueError, match=message):
             method(l, k)
+
+
+# --- every loss of the registry, a user's too ---------------------------------------------------
+# References written here, independently of bpjax.losses: the losses from their definitions
+# (logs of the probabilities), on conftest's plain-JAX forward pass, differentiated by jax.grad.
+
+QUARTER = bp.register_activation(  # outputs in (1/4, 3/4): binary cross-entropy's φ-form
+    "test_explain_quarter", lambda a: 0.25 + 0.5 * jax.nn.sigmoid(a),
+    lambda a: 0.5 * jax.nn.sigmoid(a) * (1 - jax.nn.sigmoid(a)), overwrite=True)
+REFERENCE_PHI[QUARTER.name] = lambda a: 0.25 + 0.5 / (1 + jnp.exp(-a))
+
+
+def _huber_ell(phi, y):
+    r = phi - y
+    return jnp.sum(jnp.where(jnp.abs(r) <= 0.5, 0.5 * r * r, 0.5 * (jnp.abs(r) - 0.25)), -1)
+
+
+HUBER = bp.register_loss(
+    "test_explain_huber", _huber_ell, lambda phi, y: jnp.clip(phi - y, -0.5, 0.5),
+    notation=Notation("Σ_k huber_½(φ^L_k − y_k)", "clip({phi} − {y}, −0.5, 0.5)"),
+    overwrite=True)
+BARE = bp.Loss("test_explain_bare", _huber_ell, HUBER.dell)  # a user's loss, no notation
+
+# case: (loss, output activation, reference ℓ(φ, y) of one sample)
+LOSS_CASES = {
+    "squared": ("squared", "identity", lambda phi, y: 0.5 * jnp.sum((phi - y) ** 2)),
+    "bce_fused": ("binary_cross_entropy", "logistic",
+                  lambda phi, y: -jnp.sum(y * jnp.log(phi) + (1 - y) * jnp.log(1 - phi))),
+    "bce_phi": ("binary_cross_entropy", QUARTER.name,
+                lambda phi, y: -jnp.sum(y * jnp.log(phi) + (1 - y) * jnp.log(1 - phi))),
+    "softmax": ("softmax_cross_entropy", "identity",
+                lambda phi, y: -jnp.sum(y * (phi - jnp.log(jnp.sum(jnp.exp(phi)))))),
+    "user_huber": ("test_explain_huber", "tanh",
+                   lambda phi, y: jnp.sum(jnp.where(abs(phi - y) <= 0.5, 0.5 * (phi - y) ** 2,
+                                                    0.5 * abs(phi - y) - 0.125))),
+    "user_bare": (BARE, "identity", lambda phi, y: jnp.sum(
+        jnp.where(abs(phi - y) <= 0.5, 0.5 * (phi - y) ** 2, 0.5 * abs(phi - y) - 0.125))),
+}
+LOSS_NETS = {"feedforward": NETS["feedforward"], "masked_skip": DAG_NETS["masked_skip"]}
+
+
+def _with_output(net, activation):
+    return bp.Network(net.inputs, [*net.layers[:-1],
+                                   dataclasses.replace(net.layers[-1], activation=activation)])
+
+
+def _sample(case, net, seed):
+    params = bp.init(net, jax.random.key(seed), dtype=jnp.float64)
+    params = tuple(2 * w for w in params)  # away from 0, so every loss has work to do
+    rng = np.random.default_rng(seed)
+    x, d = rng.normal(size=net.inputs), net.outputs
+    y = {"bce_fused": rng.uniform(size=d), "bce_phi": (rng.uniform(size=d) > 0.5) * 1.0,
+         "softmax": np.eye(d)[1]}.get(case, rng.normal(size=d))
+    return params, x, y
+
+
+@pytest.mark.parametrize("net_name", sorted(LOSS_NETS))
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_every_loss_matches_backprop_and_jax_grad(case, net_name):
+    loss, activation, reference_ell = LOSS_CASES[case]
+    net = _with_output(LOSS_NETS[net_name], activation)
+    params, x, y = _sample(case, net, 7)
+    step = bp.explain(net, params, x, y, loss=loss)
+    # the library's own functions, with the same loss=
+    for g, b in zip(step.grads, bp.backprop(net, params, x, y, loss=loss)):
+        np.testing.assert_array_equal(g, b)
+    ds = bp.deltas(net, params, x, y, loss=loss)
+    for l in range(1, net.depth + 1):
+        np.testing.assert_array_equal(step.delta[l], ds[l][0])
+    np.testing.assert_array_equal(step.loss, bp.loss(net, params, x, y, loss=loss))
+    # jax.grad of the reference forward and loss written above, float64
+    def ell(p):
+        return reference_ell(reference_forward(net, p, jnp.asarray(x)[None])[0], jnp.asarray(y))
+
+    assert_close_to_reference(step.grads, jax.grad(ell)(params), rtol=1e-10)
+    np.testing.assert_allclose(step.loss, ell(params), rtol=1e-12)
+    # where the backward pass starts: ∂ℓ/∂φ^L, or the fused δ^L = ∂ℓ/∂a^L
+    phi_L = jnp.asarray(step.phi[-1])
+    names = [a.name for a in net.layers[-1].activations]
+    dphi_da = jax.vmap(jax.grad(lambda a, n: REFERENCE_PHI[n](a)), (0, None))
+    assert step.fused == (case == "bce_fused")
+    if step.fused:
+        phi_of_a = lambda a: REFERENCE_PHI["logistic"](a)  # noqa: E731
+        ref = jax.grad(lambda a: reference_ell(phi_of_a(a), jnp.asarray(y)))(step.a[-1])
+        np.testing.assert_allclose(step.output_error, ref, rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(step.delta[-1], step.output_error)
+    else:
+        ref = jax.grad(reference_ell)(phi_L, jnp.asarray(y))
+        np.testing.assert_allclose(step.output_error, ref, rtol=1e-10, atol=1e-14)
+        dphi = np.array([float(dphi_da(jnp.asarray([a]), n)[0])
+                         for a, n in zip(np.asarray(step.a[-1]), names)])
+        np.testing.assert_allclose(step.delta[-1], ref * dphi, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_every_loss_is_written_and_its_numbers_evaluate(case):
+    loss, activation, _ = LOSS_CASES[case]
+    net = _with_output(NETS["feedforward"], activation)
+    params, x, y = _sample(case, net, 8)
+    step = bp.explain(net, params, x, y, loss=loss, learning_rate=0.1, N=4)
+    L = net.depth
+    notation = bp.get_loss(loss).notation
+    for k in range(1, net.outputs + 1):
+        stages = step.delta_formula(L, k, numbers=True).split(" = ")
+        delta = float(step.delta[L][k - 1])
+        assert stages[0] == f"δ^{L}_{k}"
+        assert math.isclose(float(stages[-1]), delta, rel_tol=1e-5, abs_tol=1e-6)
+        assert math.isclose(_evaluate(stages[-2]), delta, rel_tol=1e-4, abs_tol=1e-6)
+        if step.fused:  # δ^L_k = ∂ℓ/∂a^L_k = σ(a^L_k) − y_k = σ(number) − number
+            assert stages[1:3] == [f"∂ℓ/∂a^{L}_{k}", f"σ(a^{L}_{k}) − y_{k}"]
+        else:
+            assert stages[1] == f"∂ℓ/∂φ^{L}_{k} · ∂φ^{L}_{k}/∂a^{L}_{k}"
+            written = notation.output(notation.dell, k, L=L)
+            assert stages[2] in (f"({written}) · 1", f"{written} · 1",
+                                 f"({written}) · {bp.activations.dphi_expression(activation, L, k)}")
+    text, md, page = str(step), step.to_markdown(), step.to_html()
+    formula = step.loss_formula()
+    assert formula == f"L(x_i) = {notation.ell}" and formula in text and f"`{formula}`" in md
+    assert f"{step.loss_name} loss" in text and step.loss_name == bp.get_loss(loss).name
+    assert step.delta_formula(L, 1, numbers=True) in text
+    data = json.loads(step.to_json())
+    assert data["loss"]["name"] == step.loss_name and data["loss"]["fused"] == step.fused
+    assert data["loss"]["output_error_values"] == np.asarray(step.output_error).tolist()
+    if case == "softmax":
+        np.testing.assert_allclose(data["loss"]["proba"], bp.predict_proba(net, params, x,
+                                                                           loss=loss))
+        assert "P(class k)" in text and "softmax(φ<sup>L</sup>)<sub>k</sub>" in page
+    if case == "user_bare":  # no notation: the bare symbols, and the numbers still
+        assert "L(x_i) = ℓ(φ^L, y)" in text and f"∂ℓ/∂φ^{L}_1 · 1 = " in text
+
+
+def test_softmax_and_fused_binary_cross_entropy_worked_by_hand():
+    # softmax: x = 1 → φ^1 = 2x = 2 (identity) → a^2 = (0, (ln 3 / 2)·2) = (0, ln 3), logits;
+    # softmax = (1/4, 3/4). Class 1: ℓ = −log(3/4); δ^2 = softmax − y = (1/4, −1/4);
+    # δ^1 = 1 · (w^2_11 δ^2_1 + w^2_12 δ^2_2) = 0 + (ln 3 / 2)(−1/4) = −ln 3 / 8.
+    net = bp.Network(1, [bp.Layer(1, "identity"), bp.Layer(2, "identity")])
+    c = math.log(3) / 2
+    params = (jnp.array([[0.0], [2.0]]), jnp.array([[0.0, 0.0], [0.0, c]]))
+    step = bp.explain(net, params, np.array([1.0]), 1, loss="softmax_cross_entropy")
+    np.testing.assert_allclose(step.y, [0.0, 1.0])  # the class label, one-hot
+    np.testing.assert_allclose(step.a[2], [0.0, math.log(3)], rtol=1e-15)
+    np.testing.assert_allclose(step.loss, -math.log(0.75), rtol=1e-15)
+    np.testing.assert_allclose(step.delta[2], [0.25, -0.25], rtol=1e-15)
+    np.testing.assert_allclose(step.delta[1], [-math.log(3) / 8], rtol=1e-15)
+    np.testing.assert_allclose(step.grads[0], [[-math.log(3) / 8], [-math.log(3) / 8]],
+                               rtol=1e-15)  # ∂ℓ/∂w^1_j1 = φ^0_j δ^1_1, φ^0 = (1, x = 1)
+    np.testing.assert_allclose(step.grads[1], [[0.25, -0.25], [0.5, -0.5]], rtol=1e-15)
+    np.testing.assert_allclose(step.proba(), [0.25, 0.75], rtol=1e-15)
+    assert step.delta_formula(2, 2, numbers=True) == (
+        "δ^2_2 = ∂ℓ/∂φ^2_2 · ∂φ^2_2/∂a^2_2 = (softmax(φ^2)_2 − y_2) · 1 = (-0.25) · 1 = -0.25")
+    assert step.loss_formula() == "L(x_i) = −Σ_k y_k log softmax(φ^L)_k"
+    # binary cross-entropy on one logistic neuron: a = ln 3 · x = ln 3, σ(a) = 3/4; y = 0:
+    # ℓ = −log(1 − 3/4) = log 4, δ = σ(a) − y = 3/4 (fused), ∂ℓ/∂w_0 = 3/4, ∂ℓ/∂w_1 = x·3/4.
+    net = bp.Network(1, [bp.Layer(1, "logistic")])
+    step = bp.explain(net, (jnp.array([[0.0], [math.log(3)]]),), np.array([1.0]), 0.0,
+                      loss="binary_cross_entropy", learning_rate=2.0, N=3)
+    assert step.fused
+    np.testing.assert_allclose(step.loss, math.log(4), rtol=1e-15)
+    np.testing.assert_allclose(step.delta[1], [0.75], rtol=1e-15)
+    np.testing.assert_allclose(step.grads[0], [[0.75], [0.75]], rtol=1e-15)
+    np.testing.assert_allclose(step.updated[0], [[-0.5], [math.log(3) - 0.5]], rtol=1e-15)
+    assert step.delta_formula(1, 1, numbers=True) == (
+        "δ^1_1 = ∂ℓ/∂a^1_1 = σ(a^1_1) − y_1 = σ(1.09861) − 0 = 0.75")
+
+
+def test_a_saturated_logistic_output_keeps_its_gradient_in_the_explanation():
+    # a = 60: φ rounds to 1 in float32; wrong target 0: the fused δ = σ(a) − y = 1, not ~0
+    net = bp.Network(1, [bp.Layer(1, "logistic")])
+    params = (jnp.array([[0.0], [60.0]], jnp.float32),)
+    step = bp.explain(net, params, np.array([1.0], np.float32), 0.0, loss="binary_cross_entropy")
+    assert float(step.delta[1][0]) == 1.0 and float(step.dphi[1][0]) < 1e-20
+    assert np.isfinite(float(step.loss)) and "σ(60) − 0 = 1" in str(step)
+
+
+def test_bad_targets_for_the_loss():
+    net = bp.Network(2, [bp.Layer(2, "identity")])
+    params = bp.init(net, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"class labels, which must be in 0..d-1 = 0..1"):
+        bp.explain(net, params, X, 2, loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match=r"each row of y to sum to 1"):
+        bp.explain(net, params, X, [0.5, 0.6], loss="softmax_cross_entropy")
+    logistic = bp.Network(2, [bp.Layer(1, "logistic")])
+    with pytest.raises(ValueError, match=r"targets in \[0, 1\].* y has 1 entries"):
+        bp.explain(logistic, bp.init(logistic, jax.random.key(0)), X, 1.5,
+                   loss="binary_cross_entropy")

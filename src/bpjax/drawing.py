@@ -192,6 +192,7 @@ def _numbers(net: Network, params, x, y, nodes, edges, frozen, loss):
     node_values = edge_values = None
     if needs_y:
         step = explain(net, params, x, y, loss=loss)
+        y = step.y  # one-hot for a class label
         trace, weights = step, step.params
         if nodes == "delta":
             node_values = step.delta
@@ -210,7 +211,8 @@ def _numbers(net: Network, params, x, y, nodes, edges, frozen, loss):
     if needs_x:
         caption = "x = (" + ", ".join(f"{v:.3g}" for v in np.ravel(x)) + ")"
     if needs_y:
-        caption += ", y = (" + ", ".join(f"{v:.3g}" for v in np.ravel(y)) + ")"
+        caption += (", y = (" + ", ".join(f"{v:.3g}" for v in np.ravel(y)) + ")"
+                    + f", {step.loss_name} loss")
     return as_np(node_values), as_np(edge_values), frozen, caption
 
 
@@ -273,7 +275,7 @@ def draw_network(
     nodes: str | None = None,
     edges: str | None = None,
     frozen=None,
-    loss: str = "squared",
+    loss="squared",
     edge_scale: float | None = None,
     digits: int = 4,
 ):
@@ -316,7 +318,7 @@ def draw_network(
       max_connections: the most connections drawn (``≥ 1``), see above.
       params: the weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``, for the numbers.
       x: the sample ``x_i`` ``(D,)`` whose values are drawn (``nodes``, ``edges="grad"``).
-      y: its target ``y_i`` ``(d,)`` (``nodes="delta"``, ``edges="grad"``).
+      y: its target ``y_i`` ``(d,)``, or a class label (``nodes="delta"``, ``edges="grad"``).
       nodes: ``"a"``, ``"phi"`` or ``"delta"``: write ``a^l_k``, ``φ^l_k`` (for the inputs,
         ``x[k]``) or ``δ^l_k = ∂L/∂a^l_k`` under each neuron drawn, and fill it by sign
         (blue ``> 0``, orange ``< 0``), the stronger the larger ``|value|``.
@@ -325,7 +327,8 @@ def draw_network(
         ``< 0``, its width proportional to ``|value|`` (the largest drawn 6 points wide).
       frozen: optional clamps (:func:`bpjax.clamp`): those connections are dotted and
         labelled "clamped".
-      loss: the loss of ``δ`` and ``∂L/∂w``: ``"squared"``, equation (1).
+      loss: the loss of ``δ`` and ``∂L/∂w``, a name or a :class:`bpjax.Loss` (default
+        ``"squared"``, equation (1)), as in :func:`bpjax.explain`; it is named in the key.
       edge_scale: the ``|value|`` drawn as the widest line (larger ones are as wide); default
         the largest drawn. Fix it to compare drawings, e.g. the frames of an animation.
       digits: the significant digits of the numbers written (``≥ 1``).

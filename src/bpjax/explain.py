@@ -9,18 +9,29 @@ keeps every number in the paper's notation:
 | ``φ^0_k = x_i[k]``                                     | ``step.phi[0] == x``                  |
 | ``a^l_k = Σ_{j=0}^{N_{l-1}} w^l_jk φ^{l-1}_j``         | ``step.a[l][k-1]`` (``a[0]`` is None) |
 | ``φ^l_k = φ^l_k(a^l_k)``                               | ``step.phi[l][k-1]``                  |
-| ``δ^l_k = ∂L/∂a^l_k``, from (2) and (3)                | ``step.delta[l][k-1]`` |
+| ``ℓ(φ^L, y_i)``, the sample's loss                     | ``step.loss``                         |
+| ``∂ℓ/∂φ^L_k`` (or the fused ``δ^L_k``)                 | ``step.output_error[k-1]``            |
+| ``δ^l_k = ∂L/∂a^l_k``, from (2) and (3)                | ``step.delta[l][k-1]``                |
 | ``∂L/∂w^l_jk(x_i) = φ^{l-1}_j δ^l_k`` (``φ_0 = 1``)    | ``step.grads[l-1][j, k-1]``           |
 | line 6: ``w^l_jk ← w^l_jk − (η/N) ∂L/∂w^l_jk(x_i)``    | ``step.updated[l-1][j, k-1]``         |
 | a neuron written out, ``φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²`` | ``step.formula(1, 2)`` |
 | its delta, ``δ^1_1 = ∂φ^1_1/∂a^1_1 · Σ_r w^2_1r δ^2_r``  | ``step.delta_formula(1, 1)``          |
 
 **Which quantity.** As everywhere in bpjax (DESIGN.md), ``∂L/∂w(x_i)`` is sample ``i``'s term
-of the gradient *without* the ``1/N`` of loss (1): the gradient of the one sample's loss
-``L(x_i) = ½ Σ_k (φ^L_k(x_i) − y_i[k])²``. It is what ``bp.backprop(net, params, x, y)``
-returns for that one sample (``N = 1`` there), and ``δ`` is likewise ``∂L(x_i)/∂a``, what
-``bp.deltas(net, params, x, y)`` returns. Line 6 then divides by the ``N`` of the data set:
-``updated = params − (η/N) grads``, one step of :func:`bpjax.fit` with ``batch_size=1``.
+of the gradient *without* the ``1/N`` of the loss: the gradient of the one sample's loss
+``L(x_i) = ℓ(φ^L(x_i), y_i)`` (``½ Σ_k (φ^L_k(x_i) − y_i[k])²`` for loss (1)). It is what
+``bp.backprop(net, params, x, y, loss=loss)`` returns for that one sample (``N = 1`` there),
+and ``δ`` is likewise ``∂L(x_i)/∂a``, what ``bp.deltas(net, params, x, y, loss=loss)``
+returns. Line 6 then divides by the ``N`` of the data set: ``updated = params − (η/N)
+grads``, one step of :func:`bpjax.fit` with ``batch_size=1``.
+
+**Every loss.** ``loss=`` takes any loss of :mod:`bpjax.losses`, a user's registered one too.
+The backward pass starts where the loss says (:func:`bpjax.losses.output_error`): from
+``∂ℓ/∂φ^L_k``, multiplied by ``∂φ^L_k/∂a^L_k`` (equation (2)), or, for a loss's fused form
+(binary cross-entropy on logistic outputs), from ``δ^L_k = σ(a^L_k) − y_k`` taken at ``a^L``
+itself. ``step.output_error`` holds that starting value and ``step.fused`` which it is; the
+text of ``ℓ``, ``∂ℓ/∂φ^L_k`` and the fused ``δ^L_k`` is the loss's own
+:class:`bpjax.losses.Notation` (a user's loss without one is written with bare symbols).
 
 No logic is repeated here: the numbers come from :func:`bpjax.forward_trace`,
 :func:`bpjax.deltas` and :func:`bpjax.value_and_backprop` (no automatic differentiation), and
@@ -55,6 +66,8 @@ from bpjax.backward import deltas, value_and_backprop
 from bpjax.clamping import apply_update, check_frozen
 from bpjax.data import as_inputs, as_targets
 from bpjax.forward import forward_trace
+from bpjax.loss import resolve_loss
+from bpjax.losses import Loss, check_targets, output_error
 from bpjax.network import Network, check_network
 from bpjax.params import Params, check_params
 from bpjax.paths import source
@@ -62,15 +75,6 @@ from bpjax.paths import source
 __all__ = ["Explanation", "explain", "weight_symbol"]
 
 MAX_ROWS = 200  # rows of one table (and formulas) rendered; the rest is counted, not shown
-
-# The losses explain knows, each with its value and its output delta δ^L_k written out. The
-# numbers always come from the backward pass; these strings only say what was computed.
-LOSSES = {
-    "squared": {
-        "value": "L(x_i) = ½ Σ_k (φ^L_k − y_k)²",
-        "dL_dphi": "(φ^{L}_{k} − y_{k})",  # ∂L/∂φ^L_k for one sample (N = 1)
-    },
-}
 
 
 def weight_symbol(l: int, j: int, k: int) -> str:
@@ -87,6 +91,17 @@ def _factor(v: float, digits: int = 6) -> str:
     """A number as a factor of a product: negative numbers in parentheses."""
     s = _num(v, digits)
     return f"({s})" if s.startswith("-") else s
+
+
+def _numeric(text: str) -> bool:
+    """Whether a loss's template written with numbers is numbers only (no ``φ``, ``∂`` or
+    subscript left, as in ``softmax(φ^2)_1 − 1``): then it is worth a stage of its own."""
+    return not re.search(r"[φ∂_]", text)
+
+
+def _untangle(text: str) -> str:
+    """``((-1.5) − 2)`` → ``(-1.5 − 2)``: a negative number opening parentheses needs none."""
+    return re.sub(r"\(\((-[^()\s]+)\)", r"(\1", text)
 
 
 def _input_symbol(net: Network, l: int, j: int) -> str:
@@ -123,7 +138,11 @@ class Explanation(NamedTuple):
       updated: ``w^{(t)} = w^{(t-1)} − (η/N) ∂L/∂w(x_i)`` (clamped weights unchanged), or None
         without a learning rate.
       frozen: the clamps (boolean masks shaped like ``params``), or None.
-      loss_name: the loss, ``"squared"`` (equation (1)).
+      loss_function: the :class:`bpjax.Loss` (``loss_name`` is its name).
+      output_error: where the backward pass starts, ``(d,)``: ``∂ℓ/∂φ^L_k``, or ``δ^L_k``
+        itself when ``fused`` (:func:`bpjax.losses.output_error`).
+      fused: whether the loss's fused form gives ``δ^L`` at ``a^L`` (binary cross-entropy
+        on logistic outputs), skipping ``∂φ^L/∂a^L``.
     """
 
     net: Network
@@ -140,7 +159,14 @@ class Explanation(NamedTuple):
     N: int
     updated: Params | None
     frozen: Params | None
-    loss_name: str
+    loss_function: Loss
+    output_error: jax.Array
+    fused: bool
+
+    @property
+    def loss_name(self) -> str:
+        """The loss's name, ``"squared"`` for equation (1)."""
+        return self.loss_function.name
 
     # --- the formulas, neuron by neuron ------------------------------------------------------
 
@@ -266,12 +292,7 @@ class Explanation(NamedTuple):
         value = _num(np.asarray(self.delta[l])[k - 1])
         head = f"δ^{l}_{k}"
         if l == L:
-            dL = LOSSES[self.loss_name]["dL_dphi"].format(L=L, k=k)
-            out = [head, f"∂L/∂φ^{L}_{k} · ∂φ^{L}_{k}/∂a^{L}_{k}", f"{dL} · {dphi_sym}"]
-            if numbers:
-                phi, y = self._value(L, k), float(np.asarray(self.y)[k - 1])
-                out += [f"({_num(phi)} − {_factor(y)}) · {_factor(dphi_val)}", value]
-            return " = ".join(out)
+            return " = ".join(dict.fromkeys(self._output_delta(k, dphi_sym, dphi_val, numbers)))
         terms = [(m, _row_of(net, m, l, k), r) for m in net.consumers(l)
                  for r in np.flatnonzero(net.structure(m)[_row_of(net, m, l, k)]) + 1]
         if not terms:
@@ -286,6 +307,34 @@ class Explanation(NamedTuple):
                               for m, j, r in terms)
             out += [f"{_factor(dphi_val)} · ({nums})", value]
         return " = ".join(dict.fromkeys(out))
+
+    def _output_delta(self, k: int, dphi_sym: str, dphi_val: float, numbers: bool) -> list:
+        """The stages of ``δ^L_k``: the loss's derivative (its :class:`~bpjax.losses.Notation`)
+        times ``∂φ^L_k/∂a^L_k``, or the fused ``δ^L_k`` alone; with numbers, the template
+        with this sample's numbers when that is numbers only, the factors' values, the value."""
+        L, notation = self.net.depth, self.loss_function.notation
+        phi, y = self._value(L, k), float(np.asarray(self.y)[k - 1])
+        a = float(np.asarray(self.a[L])[k - 1])
+        e, value = np.asarray(self.output_error)[k - 1], _num(np.asarray(self.delta[L])[k - 1])
+        nums = {"phi": _factor(phi), "a": _factor(a), "y": _factor(y)}
+        if self.fused:
+            template = notation.delta
+            out = [f"δ^{L}_{k}", f"∂ℓ/∂a^{L}_{k}", notation.output(template, k, L=L)]
+            written = _untangle(notation.output(template, k, L=L, **nums))
+            if numbers:
+                out += [written] if _numeric(written) else []
+                out.append(value)
+            return out
+        template = notation.dell  # in parentheses unless one symbol (a user's bare ∂ℓ/∂φ^L_k)
+        template = f"({template})" if " " in notation.output(template, k, L=L) else template
+        out = [f"δ^{L}_{k}", f"∂ℓ/∂φ^{L}_{k} · ∂φ^{L}_{k}/∂a^{L}_{k}",
+               f"{notation.output(template, k, L=L)} · {dphi_sym}"]
+        if numbers:
+            written = _untangle(notation.output(template, k, L=L, **nums))
+            out.append(f"{written} · {_factor(dphi_val)}" if _numeric(written)
+                       else f"{_factor(e)} · {_factor(dphi_val)}")
+            out.append(value)
+        return out
 
     def formulas(self, *, numbers: bool = False) -> tuple[str, ...]:
         """:meth:`formula` of every neuron, layer by layer (``l = 1..L``, ``k = 1..N_l``)."""
@@ -320,16 +369,15 @@ class Explanation(NamedTuple):
         net, L = self.net, self.net.depth
         x = ", ".join(_num(v) for v in np.asarray(self.x))
         y = ", ".join(_num(v) for v in np.asarray(self.y))
-        loss = LOSSES[self.loss_name]
         doc = [("p", f"One sample through the network and back: `x_i = ({x})`, "
-                     f"`y_i = ({y})`, {self.loss_name} loss `{loss['value']}` "
+                     f"`y_i = ({y})`, {self.loss_name} loss `{self.loss_formula()}` "
                      f"= {_num(self.loss)}."),
                ("p", "Forward (§1.1): `a^l_k = Σ_j w^l_jk φ^{l-1}_j` with `φ^{l-1}_0 = 1`, "
                      "`φ^l_k = φ^l_k(a^l_k)`. Backward, equations (2)-(3): `δ^l_k = ∂L/∂a^l_k "
                      "= ∂φ^l_k/∂a^l_k · Σ_r w^{l+1}_kr δ^{l+1}_r` (in a DAG, over every layer "
                      "that reads `φ^l_k`), and `∂L/∂w^l_jk = φ^{l-1}_j δ^l_k`. These are the "
                      "gradients of this one sample's loss: sample i's term of ∂L/∂w without "
-                     "the 1/N, what `bp.backprop(net, params, x, y)` returns.")]
+                     "the 1/N, what `bp.backprop(net, params, x, y, loss=...)` returns.")]
         rows = []
         for l in range(L + 1):
             for k in range(1, net.sizes[l] + 1):
@@ -345,6 +393,7 @@ class Explanation(NamedTuple):
                              _num(np.asarray(self.delta[l])[k - 1])])
         doc.append(("table", ["neuron", "l", "k", "φ^l_k(z)", "a^l_k", "φ^l_k",
                               "∂φ^l_k/∂a^l_k", "δ^l_k = ∂L/∂a^l_k"], rows))
+        doc += self._loss_blocks()
 
         step = self.learning_rate is not None
         headers = ["weight", "w^l_jk", "φ^{l-1}_j", "δ^l_k", "∂L/∂w^l_jk = φ^{l-1}_j δ^l_k"]
@@ -377,6 +426,48 @@ class Explanation(NamedTuple):
         doc.append(("lines", [self.delta_formula(l, k, numbers=True)
                               for l in range(L, 0, -1) for k in range(1, net.sizes[l] + 1)]))
         return [_capped(block, max_rows) for block in doc]
+
+    def proba(self) -> np.ndarray | None:
+        """A classification loss's class probabilities of this sample, ``(d,)``
+        (:func:`bpjax.predict_proba`: ``softmax(φ^L)`` or ``φ^L``); None for other losses."""
+        f = self.loss_function.proba
+        return None if f is None else np.asarray(f(self.phi[-1]))
+
+    def loss_formula(self) -> str:
+        """The sample's loss written in the paper's notation: ``L(x_i) = ½ Σ_k (φ^L_k −
+        y_k)²`` for loss (1), from the loss's :class:`~bpjax.losses.Notation`."""
+        return f"L(x_i) = {self.loss_function.notation.ell}"
+
+    def _loss_blocks(self) -> list:
+        """Where the backward pass starts: a paragraph and a table of the output neurons."""
+        L, notation = self.net.depth, self.loss_function.notation
+        e = np.asarray(self.output_error)
+        if self.fused:
+            delta = notation.output(notation.delta, "k")
+            act = self.loss_function.fused.activation.name
+            text = (f"The backward pass starts from the loss. The output neurons are all "
+                    f"{act}, so the loss gives `δ^L_k = ∂ℓ/∂a^L_k = {delta}` at `a^L` "
+                    f"directly (its fused form): the same as `∂ℓ/∂φ^L_k · ∂φ^L_k/∂a^L_k`, "
+                    f"without a `∂φ^L_k/∂a^L_k` that underflows to 0 where the unit saturates.")
+            headers = ["output", "y_k", "a^L_k", "φ^L_k",
+                       " = ".join(dict.fromkeys(["δ^L_k", "∂ℓ/∂a^L_k", delta]))]
+            rows = [[_Sym(f"φ^{L}_{k}"), _num(np.asarray(self.y)[k - 1]),
+                     _num(np.asarray(self.a[L])[k - 1]), _num(self._value(L, k)), _num(e[k - 1])]
+                    for k in range(1, self.net.outputs + 1)]
+        else:
+            dell = notation.output(notation.dell, "k")
+            text = (f"The backward pass starts from the loss: `∂ℓ/∂φ^L_k = {dell}`, then "
+                    f"equation (2) at the output, `δ^L_k = ∂ℓ/∂φ^L_k · ∂φ^L_k/∂a^L_k`.")
+            p = self.proba()  # a classifier's: the probabilities its ∂ℓ/∂φ^L compares with y
+            headers = ["output", "y_k", "φ^L_k", *(["P(class k)"] if p is not None else []),
+                       " = ".join(dict.fromkeys(["∂ℓ/∂φ^L_k", dell])),
+                       "∂φ^L_k/∂a^L_k", "δ^L_k = ∂ℓ/∂φ^L_k · ∂φ^L_k/∂a^L_k"]
+            rows = [[_Sym(f"φ^{L}_{k}"), _num(np.asarray(self.y)[k - 1]), _num(self._value(L, k)),
+                     *([_num(p[k - 1])] if p is not None else []),
+                     _num(e[k - 1]), _num(np.asarray(self.dphi[L])[k - 1]),
+                     _num(np.asarray(self.delta[L])[k - 1])]
+                    for k in range(1, self.net.outputs + 1)]
+        return [("p", text), ("table", headers, rows)]
 
     # --- renderings --------------------------------------------------------------------------
 
@@ -468,6 +559,7 @@ class Explanation(NamedTuple):
           non-finite number is a float NaN or infinity, which ``json`` writes as ``NaN``).
         """
         net, L = self.net, self.net.depth
+        notation = self.loss_function.notation
 
         def arrays(tree):
             return None if tree is None else [np.asarray(v, np.float64).tolist() for v in tree]
@@ -504,7 +596,13 @@ class Explanation(NamedTuple):
             "x": np.asarray(self.x, np.float64).tolist(),
             "y": np.asarray(self.y, np.float64).tolist(),
             "loss": {"name": self.loss_name, "value": float(self.loss),
-                     "formula": LOSSES[self.loss_name]["value"]},
+                     "formula": self.loss_formula(), "fused": self.fused,
+                     "output_error": (
+                         f"δ^L_k = {notation.output(notation.delta, 'k')}" if self.fused
+                         else f"∂ℓ/∂φ^L_k = {notation.output(notation.dell, 'k')}"),
+                     "output_error_values": np.asarray(self.output_error, np.float64).tolist(),
+                     "proba": None if self.proba() is None
+                     else np.asarray(self.proba(), np.float64).tolist()},
             "learning_rate": None if self.learning_rate is None else float(self.learning_rate),
             "N": self.N,
             "neurons": neurons,
@@ -556,13 +654,16 @@ def _capped(block, max_rows: int):
 _SCRIPT = re.compile(r"(?<![A-Za-z])([A-Za-zφδσΣ])"  # a one-letter symbol
                      r"(?:\^(\{[^}]*\}|[A-Za-z0-9]+))?"  # ^sup, ^{sup}
                      r"_(\([^)]*\)|[A-Za-z0-9]+)"  # _sub, _(j,k)
-                     r"|(?<![A-Za-z])([A-Za-zφδσΣ])\^(\{[^}]*\}|[A-Za-z0-9]+)")  # ^sup alone
+                     r"|(?<![A-Za-z])([A-Za-zφδσΣ])\^(\{[^}]*\}|[A-Za-z0-9]+)"  # ^sup alone
+                     r"|(?<=\))_([A-Za-z0-9]+)")  # softmax(φ^L)_k
 
 
 def _html(text: str) -> str:
     """Notation as HTML: ``w^1_02`` → ``w<sup>1</sup><sub>02</sub>``, ``φ^{l-1}_j`` likewise."""
 
     def sub(m):
+        if m.group(6):
+            return f"<sub>{m.group(6)}</sub>"
         if m.group(4):
             return f"{m.group(4)}<sup>{m.group(5).strip('{}')}</sup>"
         sup = "" if m.group(2) is None else f"<sup>{m.group(2).strip('{}')}</sup>"
@@ -572,7 +673,7 @@ def _html(text: str) -> str:
 
 
 def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 1,
-            frozen: Params | None = None, loss: str = "squared") -> Explanation:
+            frozen: Params | None = None, loss: str | Loss = "squared") -> Explanation:
     """One sample ``(x_i, y_i)`` through the network and back, and a step of Algorithm 1.
 
     Example (the paper's figure 2 and its table, one step of Algorithm 1)::
@@ -582,16 +683,25 @@ def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 
         step.formula(1, 2)             # 'φ^1_2 = (w^1_02 + w^1_12 x[1] + w^1_22 x[2])²'
         step.grads                     # == bp.backprop(net, params, x, y)
 
+    A classifier's sample, with the loss it is trained with (a class label is one-hot), here
+    two layers with identity outputs (the logits)::
+
+        step = bp.explain(net, params, x, 1, loss="softmax_cross_entropy")
+        step.delta_formula(2, 2)       # 'δ^2_2 = ∂ℓ/∂φ^2_2 · ∂φ^2_2/∂a^2_2
+                                       #  = (softmax(φ^2)_2 − y_2) · 1'
+
     Args:
       net: the network (any DAG).
       params: ``params[l-1]`` of shape ``(1 + fan_in, N_l)``: the weights ``w^{(t-1)}``.
       x: one input ``x_i`` of shape ``(D,)``.
-      y: its target ``y_i``, shape ``(d,)`` (a number when ``d = 1``).
+      y: its target ``y_i``, shape ``(d,)`` (a number when ``d = 1``); one integer class
+        label when ``d > 1`` (one-hot encoded), as in :func:`bpjax.loss`.
       learning_rate: ``η > 0`` for the step of Algorithm 1, line 6; None for no step.
       N: the number of samples ``N`` of the data set, the ``1/N`` of line 6 (``≥ 1``).
       frozen: optional clamps, boolean masks shaped like ``params`` (:func:`bpjax.clamp`):
         those weights keep their values in the step.
-      loss: the loss; ``"squared"``, equation (1).
+      loss: the loss, a name or a :class:`bpjax.Loss` (default ``"squared"``, equation (1));
+        any loss of :mod:`bpjax.losses`, a user's registered one too.
 
     Returns:
       An :class:`Explanation`; ``print`` it for the table, see the module's docstring.
@@ -600,14 +710,15 @@ def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 
       TypeError, ValueError: a bad argument (the message names it), before any work.
     """
     check_network(net, "explain")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(sorted(LOSSES))}")
+    loss = resolve_loss(net, loss)
     params = check_params(net, params)
     X, single = as_inputs(net, x, "x")
     if not single:
         raise ValueError(f"explain takes one sample: x must have shape (D,) = ({net.inputs},), "
                          f"got shape {np.shape(x)}")
-    Y = as_targets(net, np.reshape(y, -1) if np.ndim(y) == 0 else y, 1, True, "y", "x")
+    one_number = np.ndim(y) == 0 and net.outputs == 1  # y_i as a number, d = 1
+    Y = as_targets(net, np.reshape(y, -1) if one_number else y, 1, True, "y", "x")
+    check_targets(loss, Y, "y")
     if learning_rate is not None:
         learning_rate = float(number(learning_rate, "learning_rate", minimum=0, strict=True))
     N = int(number(N, "N", integer=True, minimum=1))
@@ -618,9 +729,11 @@ def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 
         raise ValueError("frozen= clamps weights in the step: pass learning_rate too")
 
     tr = forward_trace(net, params, X[0])  # line 23 of Algorithm 2: a and φ stored
-    delta = deltas(net, params, X[0], Y[0])
-    value, grads = value_and_backprop(net, params, X[0], Y[0])
     dtype = tr.phi[-1].dtype
+    y = jnp.asarray(Y[0], dtype)
+    delta = deltas(net, params, X[0], y, loss=loss)
+    value, grads = value_and_backprop(net, params, X[0], y, loss=loss)
+    e, fused = output_error(loss, net, tr, y)  # where the backward pass starts
     params = tuple(jnp.asarray(w, dtype) for w in params)
     updated = None
     if learning_rate is not None:  # line 6: w ← w − (η/N) ∂L/∂w(x_i)
@@ -630,6 +743,7 @@ def explain(net: Network, params: Params, x, y, *, learning_rate=None, N: int = 
     dphi = (None, *(activations.dphi(layer.activations, a)  # equation (2)'s ∂φ^l_k/∂a^l_k
                     for layer, a in zip(net.layers, tr.a[1:])))
     return Explanation(
-        net=net, x=tr.phi[0], y=jnp.asarray(Y[0], dtype), a=tr.a, phi=tr.phi,
+        net=net, x=tr.phi[0], y=y, a=tr.a, phi=tr.phi,
         delta=(None, *(d[0] for d in delta[1:])), dphi=dphi, loss=value, grads=grads, params=params,
-        learning_rate=learning_rate, N=N, updated=updated, frozen=frozen, loss_name=loss)
+        learning_rate=learning_rate, N=N, updated=updated, frozen=frozen,
+        loss_function=loss, output_error=e, fused=fused)
