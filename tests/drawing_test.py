@@ -317,3 +317,30 @@ def test_a_fixed_edge_scale_and_digits():
         bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", edge_scale=0.0)
     with pytest.raises(ValueError, match="digits"):
         bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", digits=0)
+
+
+@pytest.mark.parametrize("loss, activation, y, y_text", [
+    ("softmax_cross_entropy", "identity", 1, "y = (0, 1)"),  # a class label, drawn one-hot
+    ("binary_cross_entropy", "logistic", [1.0, 0.0], "y = (1, 0)"),
+])
+def test_numbers_with_a_classification_loss(loss, activation, y, y_text):
+    import jax
+
+    net = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, activation)])
+    params = bp.init(net, jax.random.key(1))
+    x = np.array([0.5, -1.0, 2.0])
+    fig = bp.draw_network(net, params=params, x=x, y=y, nodes="delta", edges="grad",
+                          loss=loss, label_weights=False)
+    step = bp.explain(net, params, x, y, loss=loss)
+    grads = bp.backprop(net, params, x, y, loss=loss)
+    largest = max(float(np.abs(g).max()) for g in grads)
+    for gid, patch in _edges(fig).items():
+        l, j, k = int(gid[2]), *map(int, gid[5:-1].split(","))
+        g = float(grads[l - 1][j, k - 1])
+        assert patch.get_linewidth() == pytest.approx(0.5 + 5.5 * abs(g) / largest), gid
+    for l in range(1, net.depth + 1):
+        for k in range(1, net.sizes[l] + 1):
+            assert _values(fig)[f"value({l},{k})"] == f"{float(step.delta[l][k - 1]):.4g}"
+    (ax,) = fig.axes
+    key = next(t.get_text() for t in ax.texts if t.get_gid() == "key")
+    assert f"{y_text}, {loss} loss" in key
