@@ -445,7 +445,8 @@ class Explanation(NamedTuple):
         if self.fused:
             delta = notation.output(notation.delta, "k")
             act = self.loss_function.fused.activation.name
-            text = (f"The backward pass starts from the loss. The output neurons are all "
+            text = (f"The backward pass starts from the sample's loss `ℓ = L(x_i)`. The output "
+                    f"neurons are all "
                     f"{act}, so the loss gives `δ^L_k = ∂ℓ/∂a^L_k = {delta}` at `a^L` "
                     f"directly (its fused form): the same as `∂ℓ/∂φ^L_k · ∂φ^L_k/∂a^L_k`, "
                     f"without a `∂φ^L_k/∂a^L_k` that underflows to 0 where the unit saturates.")
@@ -456,7 +457,8 @@ class Explanation(NamedTuple):
                     for k in range(1, self.net.outputs + 1)]
         else:
             dell = notation.output(notation.dell, "k")
-            text = (f"The backward pass starts from the loss: `∂ℓ/∂φ^L_k = {dell}`, then "
+            text = (f"The backward pass starts from the sample's loss `ℓ = L(x_i)`: "
+                    f"`∂ℓ/∂φ^L_k = {dell}`, then "
                     f"equation (2) at the output, `δ^L_k = ∂ℓ/∂φ^L_k · ∂φ^L_k/∂a^L_k`.")
             p = self.proba()  # a classifier's: the probabilities its ∂ℓ/∂φ^L compares with y
             headers = ["output", "y_k", "φ^L_k", *(["P(class k)"] if p is not None else []),
