@@ -18,12 +18,13 @@ starts from instead of multiplying ``∂ℓ_i/∂φ^L`` by ``∂φ^L/∂a^L`` (e
 | ``softmax_cross_entropy`` | ``−y_k log softmax(φ)_k``               | ``softmax(φ) Σ_k y_k − y`` |
 
 In code: ``Loss.ell`` and ``Loss.dell`` (``φ``-form), ``Loss.fused`` (``a``-form, with the
-activation it is for), and ``Loss.notation`` (the same written in the paper's notation, for
-:func:`bpjax.explain`: the table above is the built-ins' :class:`Notation`), side by side below: ``_squared``/``_squared_d``,
-``_bce``/``_bce_d`` with the fused ``_bce_logistic``/``_bce_logistic_delta``,
-``_softmax_ce``/``_softmax_ce_d``. :func:`output_error` picks the form for a network (it is
-where every backward pass of bpjax starts: :mod:`bpjax.backward`, :mod:`bpjax.algorithm1`,
-:mod:`bpjax.minibatch`, :mod:`bpjax.ghost_norms`) and :func:`sample_loss` the matching ``ℓ_i``.
+activation it is for), and ``Loss.notation`` (this table's formulas as plain text in the
+paper's notation, a :class:`Notation`, for :func:`bpjax.explain`), side by side below:
+``_squared``/``_squared_d``, ``_bce``/``_bce_d`` with the fused
+``_bce_logistic``/``_bce_logistic_delta``, ``_softmax_ce``/``_softmax_ce_d``.
+:func:`output_error` picks the form for a network (it is where every backward pass of bpjax
+starts: :mod:`bpjax.backward`, :mod:`bpjax.algorithm1`, :mod:`bpjax.minibatch`,
+:mod:`bpjax.ghost_norms`) and :func:`sample_loss` the matching ``ℓ_i``.
 
 Binary cross-entropy with logistic output neurons is computed from ``a^L`` only (softplus,
 never ``log σ(a)``), so a saturated unit gives neither ``log 0`` nor a vanishing gradient:
@@ -289,7 +290,7 @@ def register_loss(
     fused: Fused | None = None,
     outputs: str = "any",
     proba: Callable[[jax.Array], jax.Array] | None = None,
-    notation: Notation = Notation(),
+    notation: Notation | None = None,
     overwrite: bool = False,
 ) -> Loss:
     """Registers a user loss so that ``loss=name`` finds it.
@@ -300,9 +301,9 @@ def register_loss(
         the last axis to shape ``(...)``.
       dell: ``(phi, y) -> ∂ℓ/∂φ``, shape ``(..., d)``, written by hand. Check it with
         :func:`bpjax.check_loss` (:func:`bpjax.check_gradients` does too).
-      targets, fused, outputs, proba, notation: see :class:`Loss`; ``notation``, the loss
-        written for :func:`bpjax.explain`, e.g. ``Notation("Σ_k huber(φ^L_k − y_k)",
-        "clip({phi} − {y}, −c, c)")``.
+      targets, fused, outputs, proba, notation: see :class:`Loss`; ``notation`` (None: the
+        bare symbols) is the loss written for :func:`bpjax.explain`, e.g.
+        ``Notation("Σ_k huber(φ^L_k − y_k)", "clip({phi} − {y}, −c, c)")``.
       overwrite: allow replacing an existing name. Compiled code is keyed on the
         :class:`Loss` object, not its name, so code that ran with the old loss is never reused
         for the new one.
@@ -314,6 +315,7 @@ def register_loss(
         raise TypeError(f"loss name must be a non-empty str, got {name!r}")
     if not overwrite and name in _REGISTRY:
         raise ValueError(f"loss {name!r} is already registered; pass overwrite=True")
+    notation = Notation() if notation is None else notation
     loss = _checked(Loss(name, ell, dell, targets, fused, outputs, proba, notation))
     _REGISTRY[name] = loss
     return loss
