@@ -41,6 +41,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import bpjax as bp
+from bpjax.checkpoint import atomic_file
 
 
 def start(args) -> str:
@@ -145,8 +146,8 @@ def main(argv=None) -> dict:
     say(f"sweep: {M} models of Algorithm 1 ({M // n} per device) on {S} samples in "
         f"{seconds:.2f}s; best learning rate {float(etas[best]):.3g}, loss {final[best]:.4g}")
     if args.json and main_process:
-        with open(args.json, "w") as f:
-            json.dump(out, f)
+        with atomic_file(args.json) as f:  # the whole file or none: read by other processes
+            f.write(json.dumps(out).encode())
     return out
 
 

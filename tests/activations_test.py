@@ -83,6 +83,36 @@ def test_register_and_use_a_user_activation():
         bp.register_activation("test_cube", jnp.sin, jnp.cos)
 
 
+def _dtanh(a):
+    return 1 - jnp.tanh(a) ** 2
+
+
+BROKEN = [  # (name, phi, dphi, init): what is wrong is said when it is registered or used
+    ("t_short_dphi", jnp.tanh, lambda a: jnp.ones(3), "glorot", ValueError,
+     r"activation 't_short_dphi': dphi must be elementwise .* got \(3,\)"),
+    ("t_sum_phi", jnp.sum, _dtanh, "glorot", ValueError,
+     r"activation 't_sum_phi': phi must be elementwise .* got \(\)"),
+    ("t_python_if", lambda a: a if a > 0 else -a, _dtanh, "glorot", TypeError,
+     r"activation 't_python_if': phi fails on an array of shape \(2, 3\) \(\w+: .*\); it "
+     r"must be elementwise"),
+    ("t_no_dphi", jnp.tanh, None, "glorot", TypeError,
+     r"activation 't_no_dphi' needs callables phi and dphi, got \w+ and NoneType"),
+    ("t_bad_init", jnp.tanh, _dtanh, "zeros", ValueError,
+     r"activation 't_bad_init': init must be 'glorot' or 'he', got 'zeros'"),
+    (3, jnp.tanh, _dtanh, "glorot", TypeError, r"activation name must be a non-empty str, got 3"),
+]
+
+
+@pytest.mark.parametrize("name, phi, dphi, init, error, message", BROKEN)
+def test_an_activation_that_cannot_work_is_refused_before_any_work(name, phi, dphi, init, error,
+                                                                    message):
+    with pytest.raises(error, match=message):
+        bp.register_activation(name, phi, dphi, init=init)
+    assert name not in bp.available_activations()
+    with pytest.raises(error, match=message):  # given as an Activation, to a Layer
+        bp.Layer(2, bp.Activation(name, phi, dphi, init))
+
+
 def test_per_neuron_mix_applies_each_function_to_its_neuron():
     acts = tuple(bp.get_activation(n) for n in ("square", "identity", "square", "relu"))
     a = jnp.array([[-2.0, -2.0, 3.0, -1.0], [1.5, 4.0, -1.0, 2.0]])

@@ -3,6 +3,7 @@
 import json
 import os
 import zipfile
+from typing import NamedTuple
 
 import chex
 import jax
@@ -201,9 +202,9 @@ UNSAVEABLE = [
     ({"m": object()}, TypeError, r"opt_state\['m'\] .* is a object, not an array"),
     ({"m": np.zeros(2, dtype=[("a", "f4")])}, TypeError, r"opt_state\['m'\] .* has dtype"),
     ({"m": np.datetime64("2024-01-01")}, TypeError, r"opt_state\['m'\] .* has dtype datetime64"),
-    ({(1, 2): jnp.zeros(2)}, TypeError, r"opt_state has a dict key \(1, 2\) \(tuple\)"),
-    ({"a": {1.5: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has a dict key 1.5 \(float\)"),
-    ({"a": {True: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has a dict key True \(bool\)"),
+    ({(1, 2): jnp.zeros(2)}, TypeError, r"opt_state has the key \(1, 2\) \(tuple\)"),
+    ({"a": {1.5: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has the key 1.5 \(float\)"),
+    ({"a": {True: jnp.zeros(2)}}, TypeError, r"opt_state\['a'\] has the key True \(bool\)"),
     ({1: jnp.zeros(2), "a": jnp.zeros(2)}, TypeError, r"opt_state is not a pytree that jax.tree"),
 ]
 
@@ -269,8 +270,47 @@ def test_states_of_plain_containers_load_back_without_an_optimizer(tmp_path, nam
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_an_optimizer_state_with_a_prng_key_resumes(tmp_path):
-    noisy = optax.noisy_sgd(1.0, key=jax.random.key(0))
+def test_a_levenberg_marquardt_result_saves_loads_and_resumes(tmp_path):
+    """Its state is bpjax's own NamedTuple (LMState): written by name, rebuilt by load without
+    an optimizer (before, save wrote a file that load refused)."""
+    r = bp.levenberg_marquardt(NET, PARAMS, X, Y, iterations=2)
+    bp.save(tmp_path / "lm.npz", NET, r)
+    ckpt = bp.load(tmp_path / "lm.npz")
+    assert type(ckpt.opt_state) is bp.LMState and ckpt.epoch == 2
+    chex.assert_trees_all_equal(ckpt.opt_state, r.opt_state)
+    chex.assert_trees_all_equal(ckpt.params, r.params)
+    more = bp.levenberg_marquardt(NET, ckpt, X, Y, iterations=1)
+    assert more.epoch == 3
+
+
+class _NoisyState(NamedTuple):
+    key: jax.Array
+    count: jax.Array
+
+
+def _noisy_sgd(count_becomes_int32=False):
+    """SGD plus Gaussian noise, its state a typed PRNG key (as ``optax.noisy_sgd(key=...)``'s in
+    recent optax; optax 0.2.4 has no ``key=``) and a count, a weakly typed int64 from ``init``
+    under x64. ``count_becomes_int32``: the update returns it as int32, as optax 0.2.4's lbfgs
+    does with a count of its line search (``jax.lax.scan`` lets a weak type change so)."""
+    def init(params):
+        return _NoisyState(jax.random.key(0), jnp.asarray(0))
+
+    def update(g, state, params=None):
+        key, sub = jax.random.split(state.key)
+        leaves, treedef = jax.tree.flatten(g)
+        u = [-x + 0.01 * jax.random.normal(jax.random.fold_in(sub, i), x.shape, x.dtype)
+             for i, x in enumerate(leaves)]
+        count = state.count + 1
+        count = count.astype(jnp.int32) if count_becomes_int32 else count
+        return jax.tree.unflatten(treedef, u), _NoisyState(key, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+@pytest.mark.parametrize("count_becomes_int32", [False, True])
+def test_an_optimizer_state_with_a_prng_key_resumes(tmp_path, count_becomes_int32):
+    noisy = _noisy_sgd(count_becomes_int32)
     kw = dict(learning_rate=0.01, optimizer=noisy, batch_size=None)
     first = bp.fit(NET, PARAMS, X, Y, epochs=2, **kw)
     bp.save(tmp_path / "m.npz", NET, first)
@@ -320,6 +360,35 @@ def test_write_errors_name_the_users_path(tmp_path):
         with pytest.raises(TypeError, match=r"path must be a str or a path, got"):
             bp.save(path, NET, PARAMS)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("corrupt", ["a weight", "the metadata", "an entry dropped"])
+def test_a_file_that_does_not_read_back_as_written_never_replaces_the_old_one(
+        tmp_path, monkeypatch, corrupt):
+    """save reads the new file back before it takes the name: a write that went wrong (here
+    np.savez made to write something else) leaves the old checkpoint as it was."""
+    path = tmp_path / "m.npz"
+    bp.save(path, NET, PARAMS, epoch=3)
+    before = path.read_bytes()
+    savez = np.savez
+
+    def wrong_savez(f, **arrays):
+        if corrupt == "a weight":
+            arrays["params/0"] = arrays["params/0"] + 1
+        elif corrupt == "the metadata":
+            meta = json.loads(arrays["bpjax.json"].tobytes())
+            meta["epoch"] = 4
+            arrays["bpjax.json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        else:
+            del arrays["params/1"]
+        savez(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", wrong_savez)
+    with pytest.raises(OSError, match=r"does not read back as written; .*m.npz is left as it "
+                                      r"was"):
+        bp.save(path, NET, PARAMS, epoch=5)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    assert bp.load(path).epoch == 3
 
 
 def test_results_of_fit_under_jit_save_and_load(tmp_path):
@@ -419,6 +488,10 @@ HAND_EDITS = {
              r"the optimizer state's 'tree' is not a tree description"),
     "tree leaves": (lambda m, a: m["arrays"]["opt_state"].update(tree={"tuple": ["*"] * 5}),
                     r"the optimizer state's tree has 5 leaves, the file 1"),
+    "tree class": (lambda m, a: m["arrays"]["opt_state"].update(tree={"bpjax": ["save", ["*"]]}),
+                   r"the optimizer state's 'tree' is not a tree description"),
+    "tree fields": (lambda m, a: m["arrays"]["opt_state"].update(
+        tree={"bpjax": ["LMState", ["*"]]}), r"the optimizer state's 'tree' is not a tree"),
     "key impl": (lambda m, a: m["arrays"]["opt_state"]["leaves"][0].update(impl="nope",
                                                                             dtype="key<x>"),
                  r"opt_state leaf 0 holds float64\[3\], not the key data"),

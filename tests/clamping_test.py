@@ -103,6 +103,7 @@ def test_clamp_accepts_numbers_of_every_kind_that_fit():
     (None, r"weights must be a list of triples \(l, j, k\), got NoneType"),
     ("abc", r"weights must be a list of triples \(l, j, k\), got str"),
     (5, r"weights must be a list of triples \(l, j, k\), got int"),
+    ({(1, 0, 1): False}, r"got a mapping: to set values and clamp, use bp.clamp"),
 ])
 def test_weights_that_are_not_a_list_of_triples(weights, message):
     with pytest.raises(TypeError, match=message):

@@ -120,6 +120,10 @@ def test_missing_matplotlib_is_a_clear_import_error(monkeypatch):
     (dict(highlight=(1, 5, 1)), ValueError, r"weight w\^1_\(5,1\) is not in the network"),
     (dict(highlight=(1, 1, 1), output=2), ValueError, r"output neuron k must be an int in 1..1"),
     (dict(output=1), ValueError, r"output= selects the highlighted paths: pass highlight"),
+    (dict(ax="left"), TypeError, r"ax must be a matplotlib Axes, got str: 'left'"),
+    (dict(figsize=(4, -1)), ValueError, r"figsize must be \(width, height\) in inches, two "
+                                        r"numbers > 0, got \(4, -1\)"),
+    (dict(figsize="big"), ValueError, r"figsize must be \(width, height\).*got 'big'"),
 ])
 def test_bad_arguments(kwargs, error, message):
     net = kwargs.pop("net", FIG2)

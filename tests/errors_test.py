@@ -74,6 +74,13 @@ NET_FIRST = {
     "clamp": lambda n: bp.clamp(n, PARAMS, {}),
     "draw_network": lambda n: bp.draw_network(n),
     "save": lambda n: bp.save("never-written.npz", n, PARAMS),
+    "apply": lambda n: bp.apply(n, PARAMS, XS),
+    "jacobian": lambda n: bp.jacobian(n, PARAMS, XS),
+    "ghost_norms": lambda n: bp.ghost_norms(n, PARAMS, XS, Y),
+    "clipped_grad_sum": lambda n: bp.clipped_grad_sum(n, PARAMS, XS, Y, clip=1.0),
+    "fit": lambda n: bp.fit(n, PARAMS, XS, Y, learning_rate=0.1, epochs=1),
+    "sweep": lambda n: bp.sweep(n, [PARAMS], XS, Y, learning_rate=0.1, epochs=1),
+    "levenberg_marquardt": lambda n: bp.levenberg_marquardt(n, PARAMS, XS, Y, iterations=1),
 }
 
 

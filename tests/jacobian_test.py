@@ -32,7 +32,7 @@ def _reference(transform):
 jacrev, jacfwd = _reference(jax.jacrev), _reference(jax.jacfwd)
 
 
-@settings(max_examples=5)
+@settings(max_examples=10)  # 5 missed a DAG whose sources were not summed
 @given(net=networks(max_depth=4, max_width=6, dag=True, adjacency=True),
        N=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
 def test_both_modes_match_jacrev_on_random_dags_with_masks(net, N, seed):

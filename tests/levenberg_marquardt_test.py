@@ -114,6 +114,19 @@ def test_rejected_steps_grow_mu_like_the_reference():
     assert ref[3] > r.epochs_run + 1  # some trials were rejected
 
 
+def test_mu_never_falls_below_trainlm_s_floor():
+    """μ ← max(μ·mu_dec, 1e-20). A linear model: the first step from μ = 1e-15 solves the least
+    squares problem, μ·mu_dec = 1e-21 is floored to 1e-20, and min_grad stops the next search."""
+    net = bp.Network(2, [bp.Layer(1, "identity")])
+    X, _ = random_data(net, 20, 3)
+    Y = X @ jnp.array([[1.0], [-2.0]]) + 0.5 + 0.1 * jnp.sin(7 * X[:, :1])
+    p0 = random_params(net, 3)
+    kw = dict(iterations=5, mu=1e-15, mu_dec=1e-6, min_grad=1e-8)
+    r = bp.levenberg_marquardt(net, p0, X, Y, **kw)
+    _compare(r, reference_lm(net, p0, X, Y, **kw))
+    assert r.epochs_run == 1 and float(r.opt_state.mu) == 1e-20 and not r.opt_state.found
+
+
 def test_dag_with_masks_and_clamps_matches_the_reference_loop():
     net = DAG_NETS["masked_skip"]
     p0 = random_params(net, 5)
@@ -213,6 +226,7 @@ NET_Y = np.zeros((4, 1))
     (dict(jacobian_mode="sideways"), ValueError, r"jacobian_mode must be one of"),
     (dict(tol=-1.0), ValueError, r"tol must be >= 0"),
     (dict(patience=0), ValueError, r"patience must be >= 1"),
+    (dict(progress="yes"), TypeError, r"progress must be True, False or a dict"),
 ])
 def test_bad_hyper_parameters_are_refused(kwargs, error, match):
     p0 = bp.init(PAPER, jax.random.key(0))

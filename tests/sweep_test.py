@@ -85,6 +85,9 @@ BAD = [
     (dict(epochs=-2), ValueError, r"epochs must be >= 0, got -2"),
     (dict(batch_size=10), ValueError, r"batch_size must be at most N = 9"),
     (dict(X=np.full((9, 2), np.nan)), ValueError, r"X holds 18 NaN/Inf"),
+    (dict(learning_rate=jnp.ones((8, 1))), ValueError,
+     r"learning_rate must be a number or have shape \(M,\) = \(8,\), got shape \(8, 1\)"),
+    (dict(progress="yes"), TypeError, r"progress must be True, False or a dict"),
 ]
 
 

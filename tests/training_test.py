@@ -438,6 +438,9 @@ BAD_INPUTS = [
     (dict(learning_rate=float("nan")), ValueError, r"learning_rate must be finite, got nan"),
     (dict(learning_rate=float("inf")), ValueError, r"learning_rate must be finite, got inf"),
     (dict(learning_rate="0.1"), TypeError, r"learning_rate must be a number, got str"),
+    (dict(learning_rate=jnp.array([0.1, 0.2])), TypeError,
+     r"learning_rate must be a number, got an array of shape \(2,\): one rate per model is "
+     r"for bp.sweep"),
     (dict(epochs=-1), ValueError, r"epochs must be >= 0, got -1"),
     (dict(epochs=2.5), TypeError, r"epochs must be an int, got float"),
     (dict(batch_size=0), ValueError, r"batch_size must be >= 1, got 0"),
@@ -467,7 +470,10 @@ BAD_INPUTS = [
     (dict(params=tuple(w.at[0, 0].set(jnp.nan) for w in PARAMS)), ValueError,
      r"params\[0\] \(layer 1\) holds 1 NaN/Inf value\(s\), first at index \(0, 0\)"),
     (dict(params=PARAMS[:2]), ValueError, r"params has 2 layers, expected L = 3"),
-    (dict(net="mlp"), TypeError, r"expected a bpjax.Network, got str"),
+    (dict(net="mlp"), TypeError, r"fit expects a bpjax.Network, got str"),
+    (dict(progress="yes"), TypeError, r"progress must be True, False or a dict of tqdm keyword "
+                                      r"arguments, got str: 'yes'"),
+    (dict(progress=1), TypeError, r"progress must be True, False or a dict .* got int: 1"),
 ]
 
 

@@ -141,18 +141,9 @@ def register_activation(
     Returns:
       The registered :class:`Activation`.
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"activation name must be a non-empty str, got {name!r}")
-    if not callable(phi) or not callable(dphi):
-        raise TypeError(
-            f"activation {name!r} needs callables phi and dphi, got {type(phi).__name__} "
-            f"and {type(dphi).__name__}"
-        )
-    if init not in ("glorot", "he"):
-        raise ValueError(f"init must be 'glorot' or 'he', got {init!r}")
+    act = _checked(Activation(name, phi, dphi, init))
     if not overwrite and (name in _REGISTRY or name in _ALIASES):
         raise ValueError(f"activation {name!r} is already registered; pass overwrite=True")
-    act = Activation(name, phi, dphi, init)
     _ALIASES.pop(name, None)  # overwriting an alias: the name is the new activation's now
     _REGISTRY[name] = act
     return act
@@ -169,6 +160,33 @@ for _act in (
     _REGISTRY[_act.name] = _act
 
 
+def _checked(act: Activation) -> Activation:
+    """``act`` if its fields are what :class:`Activation` says: a name, two elementwise
+    callables (traced once on an abstract ``(2, 3)`` array: shapes only, nothing computed) and
+    a known ``init``; else a ``TypeError`` or ``ValueError`` naming the activation."""
+    name = act.name
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"activation name must be a non-empty str, got {name!r}")
+    if not callable(act.phi) or not callable(act.dphi):
+        raise TypeError(f"activation {name!r} needs callables phi and dphi, got "
+                        f"{type(act.phi).__name__} and {type(act.dphi).__name__}")
+    if act.init not in ("glorot", "he"):
+        raise ValueError(f"activation {name!r}: init must be 'glorot' or 'he', got {act.init!r}")
+    a = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    for which, f in (("phi", act.phi), ("dphi", act.dphi)):
+        try:
+            out = jax.eval_shape(f, a)
+        except Exception as e:  # the user's function, whatever it raises
+            raise TypeError(f"activation {name!r}: {which} fails on an array of shape (2, 3) "
+                            f"({type(e).__name__}: {str(e)[:200]}); it must be elementwise, "
+                            f"written with jax.numpy") from e
+        if getattr(out, "shape", None) != a.shape:
+            got = getattr(out, "shape", type(out).__name__)
+            raise ValueError(f"activation {name!r}: {which} must be elementwise (an array of "
+                             f"shape (2, 3) in, the same shape out), got {got}")
+    return act
+
+
 def available_activations() -> tuple[str, ...]:
     """The names (and aliases) that ``Layer(activation=...)`` accepts."""
     return tuple(sorted([*_REGISTRY, *_ALIASES]))
@@ -177,9 +195,7 @@ def available_activations() -> tuple[str, ...]:
 def get_activation(activation: str | Activation) -> Activation:
     """Looks up an activation by name, or checks and returns an :class:`Activation`."""
     if isinstance(activation, Activation):
-        if not callable(activation.phi) or not callable(activation.dphi):
-            raise TypeError(f"Activation {activation.name!r} needs callable phi and dphi")
-        return activation
+        return _checked(activation)
     if isinstance(activation, str):
         key = _ALIASES.get(activation, activation)
         if key in _REGISTRY:

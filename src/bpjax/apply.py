@@ -46,7 +46,7 @@ from jax.sharding import AxisType
 
 from bpjax.backward import delta_rule, weight_gradients
 from bpjax.forward import prepare, propagate
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["apply"]
@@ -166,6 +166,7 @@ def apply(net: Network, params: Params, X) -> jax.Array:
       >>> [g.shape for g in grads]
       [(3, 3), (4, 1)]
     """
+    check_network(net, "apply")
     params, X2, single = prepare(net, params, X)
     out = _phi_theta_jit(net, params, X2)
     return out[0] if single else out

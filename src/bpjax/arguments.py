@@ -23,7 +23,7 @@ from bpjax.data import as_dtype, as_inputs, as_targets, as_weights, check_finite
 from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.loss import resolve_loss
 from bpjax.losses import Loss, check_targets
-from bpjax.minibatch import as_transformation, extra_args
+from bpjax.minibatch import as_transformation, extra_args, state_leaf
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
@@ -69,7 +69,11 @@ def _check_learning_rate(eta, models=None):
     """η > 0 and finite: a number, or for a sweep an array of shape ``(M,)``."""
     if isinstance(eta, jax.core.Tracer):
         return eta
-    if models is not None and np.ndim(eta) == 1:
+    if models is None and isinstance(eta, (jax.Array, np.ndarray, list, tuple)) and \
+            np.ndim(eta) > 0:
+        raise TypeError(f"learning_rate must be a number, got an array of shape "
+                        f"{np.shape(eta)}: one rate per model is for bp.sweep")
+    if models is not None and np.ndim(eta) > 0:
         v = np.asarray(eta)
         if v.shape != (models,):
             raise ValueError(
@@ -100,7 +104,7 @@ def check_opt_state(optimizer, opt_state, params):
         if np.shape(v) != e.shape:
             raise ValueError(
                 f"opt_state leaf {i} has shape {np.shape(v)}, expected {e.shape} from {name}")
-    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+    return jax.tree.map(state_leaf, opt_state, expected)
 
 
 def _host(v, dtype):
@@ -158,9 +162,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
     ``loss`` as in :func:`training_loss`; ``weights`` the per-sample weights ``(N,)``.
+    ``net`` is checked by the caller first (:func:`bpjax.network.check_network`, which names it).
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
     loss = training_loss(net, loss, params, who)
     epoch = 0
     if isinstance(params, (FitResult, Checkpoint)):
@@ -294,6 +297,6 @@ def _check_opt_state_many(optimizer, opt_state, params):
     first = jax.tree.map(lambda v: v[0], opt_state)
     check_opt_state(optimizer, first, jax.tree.map(lambda v: v[0], params))
     expected = jax.eval_shape(jax.vmap(partial(init_state, optimizer)), params)
-    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), opt_state, expected)
+    return jax.tree.map(state_leaf, opt_state, expected)
 
 

@@ -21,7 +21,9 @@ file it wrote back, as :func:`load` would, before the file takes the target's na
 
 **The optimizer state's structure.** A state made of plain containers (``dict`` with ``str``
 or ``int`` keys, ``list``, ``tuple``) is described in the file and loads without an
-optimizer. Optax's states are NamedTuples, which a file without pickle cannot rebuild:
+optimizer, and so do bpjax's own states (:class:`bpjax.LMState`, the state of a
+:func:`bpjax.levenberg_marquardt` result), written by their name in ``bpjax``. Optax's states
+are NamedTuples of other packages, which a file without pickle cannot rebuild:
 ``load(path, optimizer=...)`` rebuilds them from ``optimizer.init``, checking that the file's
 structure, shapes and dtypes are what it makes (plain SGD, ``optax.EmptyState()``, needs no
 optimizer).
@@ -71,7 +73,7 @@ import optax
 
 from bpjax import activations as _activations
 from bpjax.losses import get_loss
-from bpjax.minibatch import as_transformation
+from bpjax.minibatch import as_transformation, state_dtype
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_layers, check_params
 
@@ -267,10 +269,23 @@ def _to_jax(v):
 # --- the optimizer state's structure ------------------------------------------------------------
 
 
+def _own_state(name):
+    """The NamedTuple class ``bpjax.<name>`` (a state bpjax defines, e.g. ``LMState``), or None."""
+    import bpjax  # at call time: bpjax imports this module
+
+    cls = getattr(bpjax, name, None) if name in bpjax.__all__ else None
+    return cls if isinstance(cls, type) and issubclass(cls, tuple) and \
+        hasattr(cls, "_fields") else None
+
+
 def _describe(x):
     """The container structure of ``x`` as JSON, or ``None`` if it has other nodes
-    (NamedTuples and other registered pytrees, which need the optimizer to be rebuilt)."""
+    (NamedTuples of other packages and other registered pytrees, which need the optimizer
+    to be rebuilt). bpjax's own NamedTuples are written by name: ``{"bpjax": [name, subs]}``."""
     t = type(x)
+    if _own_state(t.__name__) is t:
+        subs = [_describe(v) for v in x]
+        return None if any(s is None for s in subs) else {"bpjax": [t.__name__, subs]}
     if t is dict:
         items = []
         for k in x:
@@ -301,21 +316,27 @@ def _skeleton(tree):
         if kind in ("list", "tuple") and isinstance(items, list):
             subs = [_skeleton(v) for v in items]
             return subs if kind == "list" else tuple(subs)
+        if kind == "bpjax" and isinstance(items, list) and len(items) == 2 and \
+                isinstance(items[0], str) and isinstance(items[1], list):
+            cls = _own_state(items[0])
+            if cls is not None and len(cls._fields) == len(items[1]):
+                return cls(*(_skeleton(v) for v in items[1]))
     raise _Invalid(f"the optimizer state's 'tree' is not a tree description: {tree!r:.120}")
 
 
-def _check_keys(tree, what):
-    """Dict keys that ``_describe`` can write: str or int (bool excluded), at any depth."""
+def _check_keys(tree, what, json_only=False):
+    """Dict keys, at any depth, that the file gives back as they were: str or int (bool
+    excluded) in what ``_describe`` writes, str only in JSON metadata (``json_only``)."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            if type(k) not in (str, int):
-                raise TypeError(
-                    f"{what} has a dict key {k!r} ({type(k).__name__}): a checkpoint stores "
-                    f"dict keys that are str or int only")
-            _check_keys(v, f"{what}[{k!r}]")
+            if not (isinstance(k, str) if json_only else type(k) in (str, int)):
+                why = (f"JSON keys are str (it would come back as {str(k)!r})" if json_only
+                       else "a checkpoint stores dict keys that are str or int only")
+                raise TypeError(f"{what} has the key {k!r} ({type(k).__name__}): {why}")
+            _check_keys(v, f"{what}[{k!r}]", json_only)
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
-            _check_keys(v, f"{what}[{i}]")
+            _check_keys(v, f"{what}[{i}]", json_only)
 
 
 # --- save ---------------------------------------------------------------------------------------
@@ -338,19 +359,7 @@ def _check_metadata(metadata):
         return {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-
-    def keys(v, where):
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                if not isinstance(k, str):
-                    raise TypeError(f"metadata{where} has the key {k!r} ({type(k).__name__}): "
-                                    f"JSON keys are str (it would come back as {str(k)!r})")
-                keys(sub, f"{where}[{k!r}]")
-        elif isinstance(v, (list, tuple)):
-            for i, sub in enumerate(v):
-                keys(sub, f"{where}[{i}]")
-
-    keys(metadata, "")
+    _check_keys(metadata, "metadata", json_only=True)
     return metadata
 
 
@@ -728,7 +737,7 @@ def _rebuild_state(path, state_info, leaves, optimizer, params, models):
     out = []
     for n, (v, t) in enumerate(zip(leaves, leaves_t)):
         v = _to_jax(v)
-        if v.shape != t.shape or v.dtype != t.dtype:
+        if v.shape != t.shape or v.dtype != state_dtype(v.dtype, t.dtype):
             raise ValueError(
                 f"{path}: opt_state leaf {n} is {v.dtype}{list(v.shape)}, but the optimizer "
                 f"given makes {t.dtype}{list(t.shape)}")

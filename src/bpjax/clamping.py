@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax.network import Network, check_network
+from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_layers, check_params
 
 __all__ = ["clamp", "frozen_mask"]
@@ -34,7 +34,7 @@ __all__ = ["clamp", "frozen_mask"]
 def _index(net: Network, triple) -> tuple[int, int, int]:
     """``(l, j, k)`` in paper numbering → ``(l, j, k - 1)``, checked; names the weight."""
     if not (isinstance(triple, (tuple, list)) and len(triple) == 3 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in triple)):
+            is_int(v) for v in triple)):
         raise TypeError(f"a weight is named by a triple of ints (l, j, k), got {triple!r}")
     l, j, k = (int(v) for v in triple)
     name = f"w^{l}_({j},{k})"
@@ -79,8 +79,11 @@ def frozen_mask(net: Network, weights: Iterable = ()) -> Params:
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Iterable):
         raise TypeError(f"weights must be a list of triples (l, j, k), got "
                         f"{type(weights).__name__}")
+    if isinstance(weights, Mapping):  # its values would be dropped: {w: False} would clamp w
+        raise TypeError("weights must be a list of triples (l, j, k), got a mapping: to set "
+                        "values and clamp, use bp.clamp(net, params, {(l, j, k): value})")
     if isinstance(weights, tuple) and len(weights) == 3 and all(
-            isinstance(v, (int, np.integer)) for v in weights):
+            is_int(v) for v in weights):
         raise TypeError(f"weights must be a list of triples, e.g. [{weights!r}], got one triple")
     masks = [np.zeros(shape, dtype=bool) for shape in net.shapes]
     for triple in weights:

@@ -346,6 +346,14 @@ def draw_network(
                            ("max_connections", max_connections, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < least:
             raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
+    if ax is not None and not (hasattr(ax, "add_patch") and hasattr(ax, "figure")):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}: {ax!r:.40}")
+    if figsize is not None and not (
+            isinstance(figsize, (tuple, list)) and len(figsize) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < np.inf
+                    for v in figsize)):
+        raise ValueError(f"figsize must be (width, height) in inches, two numbers > 0, got "
+                         f"{figsize!r}")
     if edge_scale is not None:
         edge_scale = float(number(edge_scale, "edge_scale", minimum=0, strict=True))
     digits = int(number(digits, "digits", integer=True, minimum=1))

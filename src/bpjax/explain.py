@@ -68,7 +68,7 @@ from bpjax.data import as_inputs, as_targets
 from bpjax.forward import forward_trace
 from bpjax.loss import resolve_loss
 from bpjax.losses import Loss, check_targets, output_error
-from bpjax.network import Network, check_network
+from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params
 from bpjax.paths import source
 
@@ -172,10 +172,6 @@ class Explanation(NamedTuple):
 
     def _check_neuron(self, l, k) -> tuple[int, int]:
         L = self.net.depth
-
-        def is_int(v):
-            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
         if not is_int(l) or not 1 <= l <= L:
             raise ValueError(f"layer l must be an int in 1..L = 1..{L}, got {l!r}")
         n = self.net.sizes[l]

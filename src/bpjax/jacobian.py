@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from bpjax import activations
 from bpjax.backward import delta_rule
 from bpjax.forward import Trace, homogenised, layer_inputs, prepare, propagate
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["MODES", "costs", "jacobian", "jacobian_of_params"]
@@ -223,8 +223,8 @@ def jacobian(net: Network, params: Params, X, mode: str = "auto") -> Params:
       >>> [j.shape for j in J]
       [(5, 1, 3, 2), (5, 1, 3, 1)]
     """
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    check_network(net, "jacobian")
+    mode = resolve_mode(net, mode)
     params, X2, single = prepare(net, params, X)
-    J = _jacobian_jit(net, params, X2, resolve_mode(net, mode))
+    J = _jacobian_jit(net, params, X2, mode)
     return tuple(j[0] for j in J) if single else J

@@ -50,10 +50,19 @@ from bpjax.checkpoint import Checkpoint
 from bpjax.clamping import apply_update
 from bpjax.forward import propagate
 from bpjax.jacobian import MODES, jacobian_of_params, resolve_mode
-from bpjax.loop import CHUNK, FitResult, drive, host_result, initial_state, result, run_epochs
+from bpjax.loop import (
+    CHUNK,
+    FitResult,
+    check_progress,
+    drive,
+    host_result,
+    initial_state,
+    result,
+    run_epochs,
+)
 from bpjax.loss import loss_of_params
 from bpjax.losses import SQUARED, get_loss, weighted_mean
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
 __all__ = ["MAX_FREE_WEIGHTS", "LMState", "levenberg_marquardt"]
@@ -271,9 +280,9 @@ def levenberg_marquardt(
       >>> bool(r.losses[-1] < 1e-4 * r.losses[0])
       True
     """
+    check_network(net, "levenberg_marquardt")
+    check_progress(progress)
     _check_arguments(iterations, mu, mu_dec, mu_inc, mu_max, min_grad, loss, jacobian_mode)
-    if not isinstance(net, Network):
-        raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
     epoch = 0
     if isinstance(params, (FitResult, Checkpoint)):
         params, epoch = params.params, params.epoch

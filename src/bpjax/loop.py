@@ -27,8 +27,8 @@ from bpjax.losses import SQUARED
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
-           "check_on_divergence", "drive", "host_result", "initial_state", "initial_state_jit",
-           "result", "run_epochs", "warn_divergence"]
+           "check_on_divergence", "check_progress", "drive", "host_result", "initial_state",
+           "initial_state_jit", "result", "run_epochs", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -368,6 +368,13 @@ def check_on_divergence(on_divergence) -> None:
     """``on_divergence`` must be ``"warn"`` or ``"ignore"``."""
     if not isinstance(on_divergence, str) or on_divergence not in ("warn", "ignore"):
         raise ValueError(f"on_divergence must be 'warn' or 'ignore', got {on_divergence!r}")
+
+
+def check_progress(progress) -> None:
+    """``progress`` must be ``True``, ``False`` or a dict of keyword arguments for ``tqdm``."""
+    if not isinstance(progress, (bool, np.bool_, dict)):
+        raise TypeError(f"progress must be True, False or a dict of tqdm keyword arguments, got "
+                        f"{type(progress).__name__}: {progress!r:.40}")
 
 
 def _listed(values, most=8) -> str:

@@ -24,7 +24,8 @@ from bpjax.distributed import shard_batches
 from bpjax.forward import propagate
 from bpjax.loop import run_epochs
 
-__all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run"]
+__all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run", "state_dtype",
+           "state_leaf"]
 
 
 # --- which optax optimizers, and what they are given -----------------------------------------
@@ -100,6 +101,22 @@ def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
     leaves, treedef = jax.tree.flatten((params, opt_state))
     structure = (treedef, tuple((tuple(jnp.shape(v)), jnp.result_type(v)) for v in leaves))
     return _extra_args_cached(optimizer, structure, many)
+
+
+def state_dtype(given, expected):
+    """The dtype in which the loop carries an optimizer state's leaf given as ``given``, where
+    ``optimizer.init`` makes ``expected``: ``expected``, except for an integer given as an
+    integer of another width, which keeps its own. Such a count changed width in an update
+    (optax 0.2.4's ``lbfgs`` under x64: a weakly typed int64 from ``init``, int32 after), and
+    the update's width is the one a resumed loop can carry."""
+    ints = jnp.issubdtype(given, jnp.integer) and jnp.issubdtype(expected, jnp.integer)
+    return given if ints else expected
+
+
+def state_leaf(v, expected) -> jax.Array:
+    """``v`` as the loop carries it, for the leaf ``expected`` (or its ``jax.eval_shape``):
+    strongly typed, so that the compiled loop sees the same types from call to call."""
+    return jnp.asarray(v, state_dtype(jnp.result_type(v), expected.dtype))
 
 
 def _batch_gradient(net, loss, params, X_B, Y_B, m_B, N):

@@ -30,10 +30,11 @@ import numpy as np
 from bpjax import activations as _activations
 from bpjax.activations import Activation
 
-__all__ = ["Layer", "Network", "check_network"]
+__all__ = ["Layer", "Network", "check_network", "is_int"]
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """Whether ``v`` is an integer (Python or numpy), not a bool: the paper's indices and sizes."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -72,7 +73,7 @@ class Layer:
     _functions: tuple[tuple, ...] = dataclasses.field(init=False, repr=False, default=())
 
     def __post_init__(self):
-        if not _is_int(self.size) or self.size < 1:
+        if not is_int(self.size) or self.size < 1:
             raise ValueError(f"Layer size must be an int >= 1, got {self.size!r}")
         object.__setattr__(self, "size", int(self.size))
 
@@ -93,14 +94,14 @@ class Layer:
         object.__setattr__(self, "_functions", functions)
 
         if self.inputs is not None:
-            inputs = (self.inputs,) if _is_int(self.inputs) else self.inputs
+            inputs = (self.inputs,) if is_int(self.inputs) else self.inputs
             if not isinstance(inputs, Sequence) or isinstance(inputs, str):
                 raise TypeError(f"Layer inputs must be a tuple of layer indices, got {inputs!r}")
             inputs = tuple(inputs)
             if not inputs:
                 raise ValueError("Layer inputs is empty: name at least one earlier layer (0 is x)")
             for i in inputs:
-                if not _is_int(i) or i < 0:
+                if not is_int(i) or i < 0:
                     raise ValueError(
                         f"Layer inputs must be layer indices >= 0 (0 is the input x), got {i!r}"
                     )
@@ -176,7 +177,7 @@ class Network:
     layers: tuple[Layer, ...]
 
     def __post_init__(self):
-        if not _is_int(self.inputs) or self.inputs < 1:
+        if not is_int(self.inputs) or self.inputs < 1:
             raise ValueError(f"Network inputs (D) must be an int >= 1, got {self.inputs!r}")
         object.__setattr__(self, "inputs", int(self.inputs))
         if isinstance(self.layers, Layer) or not isinstance(self.layers, Sequence):

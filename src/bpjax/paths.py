@@ -36,7 +36,7 @@ import numpy as np
 from bpjax import activations
 from bpjax.data import check_finite
 from bpjax.forward import forward_trace
-from bpjax.network import Network, _is_int, check_network
+from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params, structural
 
 __all__ = ["ChainPath", "ChainRule", "Factor", "chain_rule_paths", "weight_paths"]
@@ -135,7 +135,7 @@ def check_weight(net: Network, weight) -> tuple[int, int, int]:
     if not isinstance(net, Network):
         raise TypeError(f"expected a bpjax.Network, got {type(net).__name__}")
     if (not isinstance(weight, (tuple, list)) or len(weight) != 3
-            or not all(_is_int(v) for v in weight)):
+            or not all(is_int(v) for v in weight)):
         raise TypeError(
             f"weight must be a tuple (m, p, r) of ints naming w^m_pr (paper numbering: p = 0 "
             f"is the bias, r counts from 1), got {weight!r}"
@@ -165,7 +165,7 @@ def check_output(net: Network, output, allow_all: bool) -> int | None:
         raise ValueError(
             f"this network has d = {d} outputs: pass output=k with k in 1..{d}"
         )
-    if not _is_int(output) or not 1 <= output <= d:
+    if not is_int(output) or not 1 <= output <= d:
         raise ValueError(
             f"output neuron k must be an int in 1..{d} (counted from 1), got {output!r}"
         )

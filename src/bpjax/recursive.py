@@ -30,7 +30,7 @@ from bpjax import activations
 from bpjax.data import as_inputs, as_targets
 from bpjax.loss import resolve_loss
 from bpjax.losses import SQUARED, Loss, check_targets, fuses
-from bpjax.network import Network, check_network
+from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params
 
 __all__ = ["recursive_dphi_dw", "recursive_grad"]
@@ -168,7 +168,7 @@ def recursive_dphi_dw(net: Network, params: Params, x, l: int, k: int, m: int, p
     """
     check_network(net, "recursive_dphi_dw")
     for name, v in zip("lkmpr", (l, k, m, p, r)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+        if not is_int(v):
             raise TypeError(f"l, k, m, p, r must be ints (paper numbering), got {name} = {v!r}")
     if not (1 <= l <= net.depth and 1 <= k <= net.sizes[l]):
         raise ValueError(f"neuron (l={l}, k={k}) is not in the network (sizes {net.sizes})")

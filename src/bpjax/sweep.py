@@ -31,6 +31,7 @@ from bpjax.loop import (
     FitResult,
     Hyper,
     check_on_divergence,
+    check_progress,
     drive,
     initial_state,
     result,
@@ -166,6 +167,7 @@ def sweep(
       with a model axis stay split over it.
     """
     check_on_divergence(on_divergence)
+    check_progress(progress)
     check_network(net, "sweep")
     params = _stack(net, params)
     M = _models(params)

@@ -116,6 +116,7 @@ from bpjax.loop import (
     CHUNK,
     FitResult,
     check_on_divergence,
+    check_progress,
     drive,
     host_result,
     initial_state,
@@ -123,7 +124,7 @@ from bpjax.loop import (
     result,
     warn_divergence,
 )
-from bpjax.network import Network
+from bpjax.network import Network, check_network
 from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
@@ -227,7 +228,9 @@ def fit(
         ``opt_state`` that does not fit the optimizer; with a mesh, no axis ``data_axis`` or
         a batch size that does not split evenly over it.
     """
+    check_network(net, "fit")
     check_on_divergence(on_divergence)
+    check_progress(progress)
     prep, epochs = prepare(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
