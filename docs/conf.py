@@ -1,7 +1,7 @@
 """Sphinx configuration of the bpjax documentation site (``make docs``).
 
-Sphinx with autodoc + napoleon (Google-style docstrings) and MyST-parser (markdown pages),
-the stack of JAX, optax and Flax; see ``docs/contributing.md``.
+Sphinx with autodoc + napoleon (Google-style docstrings) and MyST-NB (MyST-parser's markdown
+pages, and notebooks), the stack of JAX, optax and Flax; see ``docs/contributing.md``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,20 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
-    "myst_parser",
+    "myst_nb",  # MyST-parser's markdown, and Jupyter notebooks (docs/tutorials/*.ipynb)
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build"]
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
+# The notebooks are stored without outputs: the site runs them (in a Jupyter kernel of this
+# environment) so that their tables and figures appear; an error in a cell fails the build.
+nb_execution_mode = "force"
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -40,6 +40,8 @@ ORDER = (
     "e10_custom_loss",
     "e11_levenberg_marquardt",
     "e12_digits_classification",
+    "e13_training_animation",
+    "e14_classification_picture",
 )
 
 
@@ -65,6 +67,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(data)
+
+
+def save_file(name: str, data: bytes) -> str:
+    """Saves ``data`` as ``results/<name>`` (e.g. ``"e13_training_animation.gif"``), atomically;
+    returns the markdown image link."""
+    _atomic_write(RESULTS / name, data)
+    return f"![{name.rsplit('.', 1)[0]}]({name})"
 
 
 def save_figure(fig, name: str) -> str:

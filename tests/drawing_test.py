@@ -200,3 +200,151 @@ def test_the_size_guard_summarises_deep_networks_further_then_refuses():
 def test_bad_size_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         bp.draw_network(FIG2, **kwargs)
+
+
+# --- numbers on the drawing: values on neurons, weights or gradients on connections ---------------
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+
+from bpjax.drawing import NEGATIVE, POSITIVE  # noqa: E402
+
+W1 = np.array([[1.0, -1.0], [2.0, 0.5], [-1.0, 3.0]])  # the hand-worked figure 2 of
+W2 = np.array([[0.0], [2.0], [-3.0]])  # tests/paper_example_test.py and explain_test.py
+FIG2_PARAMS = (jnp.asarray(W1), jnp.asarray(W2))
+X2 = np.array([1.0, 2.0])
+
+
+def _values(fig):
+    (ax,) = fig.axes
+    return {t.get_gid(): t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("value(")}
+
+
+def test_gradients_on_edges_width_by_magnitude_colour_by_sign():
+    # ∂L/∂w(x) = ∂φ_θ/∂w (φ − y) with the paper's ∂φ_θ/∂w (§1.3.1); φ = -88.75, y = 1
+    r = -89.75
+    a2 = 5.5
+    expected = {"w^1_(0,1)": 2 * r, "w^1_(1,1)": 2 * 1 * r, "w^1_(2,1)": 2 * 2 * r,
+                "w^1_(0,2)": 2 * -3 * a2 * r, "w^1_(1,2)": 2 * -3 * 1 * a2 * r,
+                "w^1_(2,2)": 2 * -3 * 2 * a2 * r, "w^2_(1,1)": 1.0 * r, "w^2_(2,1)": a2**2 * r}
+    fig = bp.draw_network(FIG2, params=FIG2_PARAMS, x=X2, y=1.0, nodes="delta", edges="grad")
+    edges = _edges(fig)
+    assert set(edges) == set(expected)
+    largest = max(abs(v) for v in expected.values())
+    for gid, v in expected.items():
+        patch = edges[gid]
+        assert to_rgb(patch.get_edgecolor()) == to_rgb(POSITIVE if v > 0 else NEGATIVE), gid
+        assert patch.get_linewidth() == pytest.approx(0.5 + 5.5 * abs(v) / largest), gid
+    (ax,) = fig.axes
+    labels = {t.get_text() for t in ax.texts}
+    assert r"$\partial\mathcal{L}/\partial w^{1}_{2,1}$ = -359" in labels  # the green path's gradient, w^2_11 x[2] (φ − y)
+    # δ on the neurons: δ^2_1 = φ − y, δ^1_1 = w^2_11 δ^2_1, δ^1_2 = 2 a^1_2 w^2_21 δ^2_1
+    assert _values(fig) == {"value(2,1)": "-89.75", "value(1,1)": "-179.5",
+                            "value(1,2)": "2962"}
+    key = next(t.get_text() for t in ax.texts if t.get_gid() == "key")
+    assert "delta" in key and "partial" in key and "x = (1, 2), y = (1)" in key
+
+
+def test_values_on_neurons_and_weights_on_edges():
+    fig = bp.draw_network(FIG2, params=FIG2_PARAMS, x=X2, nodes="phi", edges="w")
+    # φ^0 = x, φ^1 = (a^1_1, (a^1_2)²) = (1, 30.25), φ^2 = -88.75 (equation (6), by hand)
+    assert _values(fig) == {"value(0,1)": "1", "value(0,2)": "2", "value(1,1)": "1",
+                            "value(1,2)": "30.25", "value(2,1)": "-88.75"}
+    edges = _edges(fig)
+    assert to_rgb(edges["w^2_(2,1)"].get_edgecolor()) == to_rgb(NEGATIVE)  # w^2_21 = -3
+    assert edges["w^1_(2,2)"].get_linewidth() == pytest.approx(6.0)  # |w^1_22| = 3, the largest
+    (ax,) = fig.axes
+    nodes = {p.get_gid(): p for p in ax.patches if (p.get_gid() or "").startswith("node(")}
+    assert to_rgb(nodes["node(2,1)"].get_facecolor()) != (1.0, 1.0, 1.0)  # filled by sign
+    fig = bp.draw_network(FIG2, params=FIG2_PARAMS, x=X2, nodes="a")
+    assert _values(fig) == {"value(1,1)": "1", "value(1,2)": "5.5", "value(2,1)": "-88.75"}
+
+
+def test_clamped_weights_are_dotted_and_named():
+    params, frozen = bp.clamp(FIG2, FIG2_PARAMS, {(1, 0, 2): 0.0, (2, 1, 1): 1.0})
+    fig = bp.draw_network(FIG2, params=params, edges="w", frozen=frozen)
+    edges = _edges(fig)
+    dotted = {gid for gid, p in edges.items() if p.get_linestyle() == ":"}
+    assert dotted == {"w^1_(0,2)", "w^2_(1,1)"}
+    (ax,) = fig.axes
+    assert sum("(clamped)" in t.get_text() for t in ax.texts) == 2
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_numbers_on_every_network(name):
+    import jax
+
+    net = NETS[name]
+    params = bp.init(net, jax.random.key(0))
+    x, y = np.linspace(-1, 1, net.inputs), np.linspace(0, 1, net.outputs)
+    fig = bp.draw_network(net, params=params, x=x, y=y, nodes="delta", edges="grad")
+    assert len(_edges(fig)) == net.num_params
+    step = bp.explain(net, params, x, y)
+    for l in range(1, net.depth + 1):
+        for k in range(1, net.sizes[l] + 1):
+            assert _values(fig)[f"value({l},{k})"] == f"{float(step.delta[l][k - 1]):.4g}"
+
+
+def test_a_summarised_network_carries_numbers_on_what_is_drawn():
+    import jax
+
+    params = bp.init(MNIST, jax.random.key(0))
+    fig = bp.draw_network(MNIST, params=params, x=np.ones(784), nodes="phi", edges="w")
+    assert len(_values(fig)) == 11 + 11 + 10 and _nodes(fig, "gap(") == {"gap(0,7)", "gap(1,7)"}
+    assert all(side <= 40 for side in fig.get_size_inches())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(nodes="phi"), r"nodes='phi' needs params="),
+    (dict(params=FIG2_PARAMS, nodes="phi"), r"nodes='phi' needs x="),
+    (dict(params=FIG2_PARAMS, x=X2, nodes="delta"), r"nodes='delta' needs y="),
+    (dict(params=FIG2_PARAMS, x=X2, edges="grad"), r"edges='grad' needs y="),
+    (dict(params=FIG2_PARAMS, nodes="psi"), r"nodes must be one of 'a', 'phi', 'delta'"),
+    (dict(params=FIG2_PARAMS, edges="weights"), r"edges must be one of 'w', 'grad'"),
+    (dict(params=FIG2_PARAMS), r"params=, x= and y= are the numbers drawn: pass nodes="),
+    (dict(params=FIG2_PARAMS, edges="w", frozen=(np.zeros(3, bool),)), r"frozen has 1 layers"),
+    (dict(params=(np.ones((2, 2)), np.ones((3, 1))), edges="w"), r"params\[0\] \(layer 1\)"),
+])
+def test_bad_number_arguments(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        bp.draw_network(FIG2, **kwargs)
+
+
+def test_a_fixed_edge_scale_and_digits():
+    fig = bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", edge_scale=6.0, digits=2)
+    edges = _edges(fig)
+    assert edges["w^1_(2,2)"].get_linewidth() == pytest.approx(0.5 + 5.5 * 3 / 6)  # |w| = 3
+    (ax,) = fig.axes
+    assert "$w^{1}_{1,2}$ = 0.5" in {t.get_text() for t in ax.texts}
+    with pytest.raises(ValueError, match="edge_scale"):
+        bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", edge_scale=0.0)
+    with pytest.raises(ValueError, match="digits"):
+        bp.draw_network(FIG2, params=FIG2_PARAMS, edges="w", digits=0)
+
+
+@pytest.mark.parametrize("loss, activation, y, y_text", [
+    ("softmax_cross_entropy", "identity", 1, "y = (0, 1)"),  # a class label, drawn one-hot
+    ("binary_cross_entropy", "logistic", [1.0, 0.0], "y = (1, 0)"),
+])
+def test_numbers_with_a_classification_loss(loss, activation, y, y_text):
+    import jax
+
+    net = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, activation)])
+    params = bp.init(net, jax.random.key(1))
+    x = np.array([0.5, -1.0, 2.0])
+    fig = bp.draw_network(net, params=params, x=x, y=y, nodes="delta", edges="grad",
+                          loss=loss, label_weights=False)
+    step = bp.explain(net, params, x, y, loss=loss)
+    grads = bp.backprop(net, params, x, y, loss=loss)
+    largest = max(float(np.abs(g).max()) for g in grads)
+    for gid, patch in _edges(fig).items():
+        l, j, k = int(gid[2]), *map(int, gid[5:-1].split(","))
+        g = float(grads[l - 1][j, k - 1])
+        assert patch.get_linewidth() == pytest.approx(0.5 + 5.5 * abs(g) / largest), gid
+    for l in range(1, net.depth + 1):
+        for k in range(1, net.sizes[l] + 1):
+            assert _values(fig)[f"value({l},{k})"] == f"{float(step.delta[l][k - 1]):.4g}"
+    (ax,) = fig.axes
+    key = next(t.get_text() for t in ax.texts if t.get_gid() == "key")
+    assert f"{y_text}, {loss} loss" in key

@@ -8,10 +8,22 @@ other tests). A block fenced as ```python no-run is skipped: keep those for what
 here: an example that diverges does not show what it says.
 
 Pages added to ``docs/`` later are picked up by the glob, nothing to register.
+
+Notebooks (``docs/**/*.ipynb``) run the same way: their code cells in order in one namespace,
+in this process. They are read as the JSON they are (nbformat 4), not run through a Jupyter
+kernel (nbclient + ipykernel): no kernel process to start per notebook and per xdist worker
+(seconds each), no test dependency beyond the library's, tracebacks that name the notebook and
+its cell, and the same rules as the pages. What a kernel would add is checked here instead:
+no IPython syntax (``%magic``, ``!shell``) in a cell but ``%matplotlib inline`` (a no-op
+here, where figures are not shown), and a cell that ends in an expression
+is displayed as Jupyter would, through its ``_repr_html_`` when it has one. Notebooks are
+stored without outputs (``make docs`` executes them for the site).
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import warnings
 from pathlib import Path
@@ -69,7 +81,9 @@ def python_blocks(text: str) -> list[Block]:
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    """README.md and the pages under docs/, not the copies that ``make docs`` leaves in _build."""
+    return [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("**/*.md")
+                                        if "_build" not in p.relative_to(ROOT).parts)]
 
 
 def run_page(path: Path, namespace: dict | None = None) -> dict:
@@ -134,3 +148,76 @@ def test_a_failing_block_names_the_page_and_its_line(tmp_path):
         run_page(page)
     frame = info.traceback[-1]
     assert Path(frame.path) == page and frame.lineno + 1 == 5
+
+
+# --- notebooks ----------------------------------------------------------------------------------
+
+def notebooks() -> list[Path]:
+    """The notebooks under docs/, not the executed copies that ``make docs`` leaves in _build."""
+    return sorted(p for p in (ROOT / "docs").glob("**/*.ipynb")
+                  if "_build" not in p.relative_to(ROOT).parts)
+
+
+def notebook_cells(path: Path) -> list[Block]:
+    """The code cells of a notebook, checked: nbformat 4, stored without outputs, no IPython
+    syntax. ``Block.line`` is the cell's index."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert nb.get("nbformat") == 4, f"{path.name}: nbformat {nb.get('nbformat')}, expected 4"
+    blocks = []
+    for i, cell in enumerate(nb["cells"]):
+        assert cell["cell_type"] in ("code", "markdown", "raw"), (path.name, i)
+        if cell["cell_type"] != "code":
+            continue
+        assert cell["outputs"] == [] and cell["execution_count"] is None, \
+            f"{path.name}, cell {i}: store notebooks without outputs"
+        # `%matplotlib inline` makes Jupyter show figures; headless here (Agg), a no-op
+        lines = ["" if line.strip() == "%matplotlib inline" else line
+                 for line in "".join(cell["source"]).splitlines()]
+        magic = [line for line in lines if line.lstrip().startswith(("%", "!"))]
+        assert not magic, f"{path.name}, cell {i}: IPython syntax {magic[0]!r}"
+        blocks.append(Block(i, "\n".join(lines) + "\n", "python"))
+    return blocks
+
+
+def run_notebook(path: Path) -> dict:
+    """Runs a notebook's code cells in order in one namespace; a cell's last expression is
+    displayed (its ``_repr_html_`` called) as Jupyter would."""
+    namespace = {"__name__": "__main__"}
+    for block in notebook_cells(path):
+        where = f"{path}, cell {block.line}"
+        tree = ast.parse(block.code, where)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, where, "exec"), namespace)  # noqa: S102 - the docs' own notebook
+        if last is not None:
+            shown = eval(compile(ast.Expression(last.value), where, "eval"), namespace)  # noqa: S307
+            if hasattr(shown, "_repr_html_"):  # None: Jupyter falls back to another form
+                assert isinstance(shown._repr_html_(), str | None), where
+    return namespace
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_run_as_written(path, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib").use("Agg")
+    monkeypatch.chdir(tmp_path)
+    x64 = jax.config.jax_enable_x64  # a notebook may turn float64 on, as a user would
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", bp.DivergenceWarning)
+            run_notebook(path)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
+def test_there_is_a_notebook_and_the_runner_checks_it(tmp_path):
+    assert notebooks(), "docs/tutorials should hold the tutorial notebook"
+    cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": []}
+    bad = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+           "cells": [dict(cell, source=["x = 1\n", "%timeit x"])]}
+    page = tmp_path / "bad.ipynb"
+    page.write_text(json.dumps(bad))
+    with pytest.raises(AssertionError, match="IPython syntax '%timeit x'"):
+        run_notebook(page)
+    good = dict(bad, cells=[dict(cell, source=["%matplotlib inline\n", "x = 2"]),
+                            dict(cell, source=["y = x * 3\n", "y"])])
+    page.write_text(json.dumps(good))
+    assert run_notebook(page)["y"] == 6

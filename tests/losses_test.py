@@ -15,6 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import bpjax as bp
+from bpjax.losses import Notation
 from conftest import (
     DAG_NETS,
     REFERENCE_PHI,
@@ -548,6 +549,11 @@ BAD = [  # (net, Y, loss, error, message), each for every function
      r"Loss 'x': targets must be one of \('any', 'probabilities', 'distribution'\)"),
     (MLP, labels, bp.Loss("x", jnp.sum, jnp.sum, fused=(1, 2, 3)), TypeError,
      r"Loss 'x': fused must be a bpjax.losses.Fused"),
+    (MLP, labels, bp.Loss("x", jnp.sum, jnp.sum, notation=("ℓ", "∂ℓ", "δ")), TypeError,
+     r"Loss 'x': notation must be a bpjax.losses.Notation\(ell, dell, delta\) of str"),
+    (MLP, labels, bp.Loss("x", jnp.sum, jnp.sum, notation=Notation("ℓ", "{phi} − {z}")),
+     ValueError, r"Loss 'x': notation.dell = '\{phi\} − \{z\}' is not a template of \{phi\}, "
+     r"\{a\}, \{y\}, \{L\} and \{k\}"),
     (MLP, np.asarray(Y["bce"]), "binary_cross_entropy", ValueError,
      r"loss 'binary_cross_entropy' needs outputs in \(0, 1\), but the output layer has "
      r"'identity' neurons"),
@@ -568,6 +574,8 @@ BAD = [  # (net, Y, loss, error, message), each for every function
     (MLP, labels - 1, "squared", ValueError, r"0..d-1 = 0..2 .* first Y\[1\] = -1"),
     (MLP, labels.astype(float), "softmax_cross_entropy", ValueError,
      r"Y must have shape \(N, d\) = \(9, 3\), got shape \(9,\) \(or integer class labels"),
+    (MLP, (labels + 1).tolist(), "softmax_cross_entropy", ValueError,  # a list is checked too
+     r"Y holds integer class labels, which must be in 0..d-1 = 0..2 .* first Y\[0\] = 3"),
 ]
 
 
@@ -582,7 +590,7 @@ def test_bad_loss_and_targets_are_clear_errors_before_any_work(name, net, Yb, lo
     assert compiles == []
 
 
-@pytest.mark.parametrize("net, Yb, loss, error, message", BAD[7:])
+@pytest.mark.parametrize("net, Yb, loss, error, message", BAD[9:])
 def test_bad_validation_targets_are_named(net, Yb, loss, error, message):
     ok = {"binary_cross_entropy": Y["bce"]}.get(loss, labels)
     with pytest.raises(error, match=message.replace("Y", "Y_val")):

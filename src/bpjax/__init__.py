@@ -20,6 +20,8 @@ The public API, by the paper's ideas (the README has a tour, each module the det
 * checking it all: :func:`check_gradients`, :func:`check_activation`, :func:`check_loss`;
 * the chain rule as a sum over paths (§1.3.1, figure 2): :func:`chain_rule_paths`,
   :func:`weight_paths`, and :func:`draw_network` (needs matplotlib);
+* one sample's forward and backward pass and one step of Algorithm 1, every ``a``, ``φ``,
+  ``δ`` and ``∂L/∂w`` in the paper's notation: :func:`explain` (→ :class:`Explanation`);
 * Algorithm 1, training: :func:`fit` (→ :class:`FitResult`), :func:`sweep` (many models at
   once), clamped weights :func:`frozen_mask`, :func:`clamp`; :class:`DivergenceWarning` when
   the loss stops being finite; second order for the squared
@@ -41,6 +43,7 @@ from bpjax.checkpoint import Checkpoint, load, save
 from bpjax.clamping import clamp, frozen_mask
 from bpjax.classification import accuracy, predict, predict_proba
 from bpjax.drawing import draw_network
+from bpjax.explain import Explanation, explain
 from bpjax.forward import Trace, forward, forward_trace
 from bpjax.ghost_norms import ClippedGradSum, GhostNorms, clipped_grad_sum, ghost_norms
 from bpjax.gradcheck import (
@@ -72,6 +75,7 @@ __all__ = [
     "Checkpoint",
     "ClippedGradSum",
     "DivergenceWarning",
+    "Explanation",
     "Factor",
     "FitResult",
     "GhostNorms",
@@ -97,6 +101,7 @@ __all__ = [
     "clipped_grad_sum",
     "deltas",
     "draw_network",
+    "explain",
     "fit",
     "forward",
     "forward_trace",

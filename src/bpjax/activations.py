@@ -33,8 +33,10 @@ __all__ = [
     "Activation",
     "available_activations",
     "dphi",
+    "dphi_expression",
     "get_activation",
     "phi",
+    "phi_expression",
     "register_activation",
 ]
 
@@ -251,3 +253,34 @@ def dphi(acts: Sequence[Activation], a: jax.Array) -> jax.Array:
       The derivatives, shape ``(..., N_l)``.
     """
     return _apply(acts, a, "dphi")
+
+
+# --- the activations written out, in the paper's notation ----------------------------------
+
+def phi_expression(name: str, arg: str, atomic: bool = False) -> str:
+    """``φ(arg)`` written out for the activation called ``name``: ``"(arg)²"``, ``"σ(arg)"``.
+
+    ``arg`` is text (a symbol such as ``"a^1_2"``, or a sum); ``atomic`` says that it needs no
+    parentheses (a symbol or a number). Activations without a written form give
+    ``"name(arg)"``.
+    """
+    wrapped = arg if atomic else f"({arg})"
+    return {
+        "identity": arg,
+        "square": f"{wrapped}²",
+        "logistic": f"σ({arg})",
+        "tanh": f"tanh({arg})",
+        "relu": f"max(0, {arg})",
+        "softplus": f"log(1 + e^{wrapped})",
+    }.get(name, f"{name}({arg})")
+
+
+def dphi_expression(name: str, l: int, k: int) -> str:
+    """``∂φ^l_k/∂a^l_k`` as Algorithm 2 (lines 6-8) writes it for the activation ``name``."""
+    return {
+        "identity": "1",
+        "square": f"2·a^{l}_{k}",
+        "logistic": f"φ^{l}_{k}(1−φ^{l}_{k})",
+        "tanh": f"(1−(φ^{l}_{k})²)",
+        "softplus": f"σ(a^{l}_{k})",
+    }.get(name, f"{name}'(a^{l}_{k})")

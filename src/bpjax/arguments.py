@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from bpjax.checkpoint import Checkpoint
+from bpjax.clamping import check_frozen
 from bpjax.data import as_dtype, as_inputs, as_targets, as_weights, check_finite, float_dtype
 from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.loss import resolve_loss
@@ -85,15 +86,6 @@ def _check_learning_rate(eta, models=None):
             raise ValueError(f"learning_rate must be finite and > 0 for every model, got {v}")
         return eta
     return _scalar(eta, "learning_rate", minimum=0, strict=True)
-
-
-def _check_frozen(net: Network, frozen) -> Params | None:
-    """``frozen`` must be a tuple of boolean arrays shaped like ``params``."""
-    if frozen is None:
-        return None
-    return check_layers(
-        net, frozen, name="frozen", boolean=True, expected="the shape of params[{i}],",
-        what="boolean arrays shaped like params (see bpjax.frozen_mask)")
 
 
 def init_state(optimizer, params):
@@ -237,7 +229,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     tol = _scalar(tol, "tol", minimum=0, allow_none=True)
     patience = _scalar(patience, "patience", integer=True, minimum=1, allow_none=True)
     min_delta = _scalar(min_delta, "min_delta", minimum=0)
-    frozen = _check_frozen(net, frozen)
+    frozen = check_frozen(net, frozen)
 
     X_val = Y_val = s_val = None
     if validation is not None:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpjax.network import Network, check_network, is_int
-from bpjax.params import Params, check_params
+from bpjax.params import Params, check_layers, check_params
 
 __all__ = ["clamp", "frozen_mask"]
 
@@ -133,6 +133,15 @@ def clamp(net: Network, params: Params, values: Mapping) -> tuple[Params, Params
                                  f"finite {largest:.5g}), the dtype of params[{l - 1}]")
         params[l - 1] = jnp.asarray(params[l - 1]).at[j, k].set(jnp.asarray(value, dtype))
     return tuple(params), frozen
+
+
+def check_frozen(net: Network, frozen) -> Params | None:
+    """``frozen`` must be ``None`` or a tuple of boolean arrays shaped like ``params``."""
+    if frozen is None:
+        return None
+    return check_layers(
+        net, frozen, name="frozen", boolean=True, expected="the shape of params[{i}],",
+        what="boolean arrays shaped like params (see bpjax.frozen_mask)")
 
 
 def apply_update(w: jax.Array, step: jax.Array, mask) -> jax.Array:

@@ -151,6 +151,8 @@ def one_hot(labels, d: int, name: str = "Y"):
     Raises:
       ValueError: a label outside ``0..d-1``, naming the first.
     """
+    if not isinstance(labels, (np.ndarray, jax.Array)):
+        labels = np.asarray(labels)  # a Python int, or a list of them: concrete
     if isinstance(labels, np.ndarray) or (
             isinstance(labels, jax.Array) and not isinstance(labels, jax.core.Tracer)
             and labels.is_fully_addressable):

@@ -7,6 +7,14 @@
 | the bias input ``φ^{l-1}_0 = 1``       | a square ``1`` atop column ``l-1`` if ``l`` has a bias |
 | the connections ``w^l_jk``             | one line per existing connection; skips curve    |
 | the green path of ``∂L/∂w^1_21``       | ``highlight=(1, 2, 1)``                           |
+| ``a^l_k``, ``φ^l_k``, ``δ^l_k`` at ``x_i`` | ``nodes="a"``, ``"phi"``, ``"delta"``, by sign |
+| ``w^l_jk`` or ``∂L/∂w^l_jk(x_i)``      | ``edges="w"``, ``"grad"``: width and colour        |
+
+With numbers (``params=``, and the sample ``x=``, ``y=`` for values that need them) the
+drawing follows TensorFlow Playground's convention: blue for positive values, orange for
+negative ones, and a line's width proportional to its magnitude. The numbers come from
+:func:`bpjax.explain` (one sample's forward and hand-written backward pass) or, for weights
+alone, from ``params`` itself.
 
 matplotlib is an optional dependency (the ``experiments`` extra); it is imported when
 :func:`draw_network` is called. No pyplot state is touched: the figure is a plain
@@ -17,13 +25,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from bpjax.arguments import number
+from bpjax.clamping import check_frozen
+from bpjax.explain import explain
+from bpjax.forward import forward_trace
 from bpjax.network import Network, check_network
+from bpjax.params import check_params, structural
 from bpjax.paths import check_output, check_weight, source
 
 __all__ = ["draw_network"]
 
 HIGHLIGHT = "#2ca02c"  # the paper's green path
 EDGE = "#9a9a9a"
+POSITIVE = "#0877bd"  # TensorFlow Playground's blue
+NEGATIVE = "#e8710a"  # and its orange
+NODE_VALUES = {"a": ("a", r"a^l_k"), "phi": ("phi", r"\varphi^l_k"),
+               "delta": ("delta", r"\delta^l_k = \partial\mathcal{L}/\partial a^l_k")}
+EDGE_VALUES = {"w": r"w^l_{jk}", "grad": r"\partial\mathcal{L}/\partial w^l_{jk}"}
 _SHORT = {"identity": "z", "square": "z²", "logistic": "σ", "tanh": "tanh", "relu": "ReLU",
           "softplus": "soft+"}
 
@@ -146,17 +164,120 @@ def _lit(net: Network, weight, k_out):
     return on, total
 
 
+def _numbers(net: Network, params, x, y, nodes, edges, frozen, loss):
+    """The values drawn: per layer ``l = 0..L`` the nodes' (or None), per layer ``l = 1..L``
+    the connections' (or None), the clamps, and a caption naming the sample."""
+    if nodes is not None and nodes not in NODE_VALUES:
+        raise ValueError(f"nodes must be one of {', '.join(map(repr, NODE_VALUES))} (the values "
+                         f"written on the neurons), got {nodes!r}")
+    if edges is not None and edges not in EDGE_VALUES:
+        raise ValueError(f"edges must be one of {', '.join(map(repr, EDGE_VALUES))} (the values "
+                         f"drawn on the connections), got {edges!r}")
+    wanted = [v for v in (nodes, edges) if v is not None]
+    needs_x = nodes is not None or edges == "grad"
+    needs_y = nodes == "delta" or edges == "grad"
+    for name, value, needed in (("params", params, bool(wanted)), ("x", x, needs_x),
+                                ("y", y, needs_y)):
+        if needed and value is None:
+            what = " and ".join(f"{k}={v!r}" for k, v in (("nodes", nodes), ("edges", edges))
+                                if v is not None)
+            raise ValueError(f"{what} needs {name}= (the weights, and the sample x and its "
+                             f"target y for a, φ, δ and ∂L/∂w)")
+    frozen = check_frozen(net, frozen)
+    if not wanted:
+        if params is not None or x is not None or y is not None:
+            raise ValueError("params=, x= and y= are the numbers drawn: pass nodes= "
+                             "('a', 'phi' or 'delta') and/or edges= ('w' or 'grad') too")
+        return None, None, frozen, ""
+    node_values = edge_values = None
+    if needs_y:
+        step = explain(net, params, x, y, loss=loss)
+        y = step.y  # one-hot for a class label
+        trace, weights = step, step.params
+        if nodes == "delta":
+            node_values = step.delta
+        if edges == "grad":
+            edge_values = step.grads
+    else:
+        weights = check_params(net, params)
+        trace = forward_trace(net, params, x) if nodes is not None else None
+    if nodes in ("a", "phi"):
+        node_values = getattr(trace, nodes)
+    if edges == "w":
+        edge_values = structural(net, weights)
+    as_np = lambda tree: None if tree is None else [None if v is None else np.asarray(v)
+                                                    for v in tree]
+    caption = ""
+    if needs_x:
+        caption = "x = (" + ", ".join(f"{v:.3g}" for v in np.ravel(x)) + ")"
+    if needs_y:
+        caption += (", y = (" + ", ".join(f"{v:.3g}" for v in np.ravel(y)) + ")"
+                    + f", {step.loss_name} loss")
+    return as_np(node_values), as_np(edge_values), frozen, caption
+
+
+def _tint(colour: str, t: float):
+    """``colour`` mixed with white: ``t = 0`` white, ``t = 1`` the colour itself."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(1 - t * (1 - c) for c in to_rgb(colour))
+
+
+def _label_place(src, dst, rad, width, placed, nodes):
+    """Where a connection's label goes: the point along it (``t`` from 0.2 to 0.8) whose box
+    (``width`` × 0.24 in layout units, above the point) overlaps the labels already placed
+    least, and then the nodes; the middle first among equals. Appends it to ``placed``."""
+
+    def overlap(a, b):  # the area shared by two boxes (x0, y0, x1, y1)
+        return (max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+                * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
+
+    best = None
+    for t in (0.5, 0.42, 0.58, 0.35, 0.65, 0.27, 0.73, 0.2, 0.8):
+        cx, cy = _on_curve(src, dst, rad, t)
+        box = (cx - width / 2, cy, cx + width / 2, cy + 0.24)
+        cost = (3 * sum(overlap(box, other) for other in placed)
+                + 2 * sum(overlap(box, (x - 0.34, y - 0.34, x + 0.34, y + 0.34))
+                          for x, y in nodes))
+        if best is None or cost < best[0] - 1e-9:
+            best = (cost, (cx, cy), box)
+        if cost == 0:
+            break
+    placed.append(best[2])
+    return best[1]
+
+
+def _visible(label: str) -> int:
+    """About how many characters wide a label with mathtext is (a command is one glyph)."""
+    import re
+
+    return len(re.sub(r"[{}$^_]", "", re.sub(r"\\[a-zA-Z]+", "x", label)))
+
+
+def _signed(v: float) -> str:
+    return POSITIVE if v > 0 else NEGATIVE if v < 0 else EDGE
+
+
 def draw_network(
     net: Network,
     *,
     highlight=None,
     output: int | None = None,
     ax=None,
-    label_weights: bool = False,
+    label_weights: bool | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     max_neurons: int = 12,
     max_connections: int = 3000,
+    params=None,
+    x=None,
+    y=None,
+    nodes: str | None = None,
+    edges: str | None = None,
+    frozen=None,
+    loss="squared",
+    edge_scale: float | None = None,
+    digits: int = 4,
 ):
     """Draws ``net`` as a graph: layers as columns, one line per existing connection.
 
@@ -188,12 +309,29 @@ def draw_network(
         output (the paths of ``∂L/∂w``).
       ax: a matplotlib ``Axes`` to draw into; default a new figure.
       label_weights: write ``w^l_jk`` on every connection drawn (the highlighted weight is
-        always labelled).
+        always labelled); with ``edges``, ``w^l_jk = value``. Default (None): with
+        ``edges``, when at most 24 connections are drawn; else no.
       title: the axes title; with ``highlight`` the default names the derivative.
       figsize: the new figure's size in inches; default from the network's size (at most
         40 inches a side).
       max_neurons: columns with more neurons than this are drawn in summary (``≥ 3``).
       max_connections: the most connections drawn (``≥ 1``), see above.
+      params: the weights, ``params[l-1]`` of shape ``(1 + fan_in, N_l)``, for the numbers.
+      x: the sample ``x_i`` ``(D,)`` whose values are drawn (``nodes``, ``edges="grad"``).
+      y: its target ``y_i`` ``(d,)``, or a class label (``nodes="delta"``, ``edges="grad"``).
+      nodes: ``"a"``, ``"phi"`` or ``"delta"``: write ``a^l_k``, ``φ^l_k`` (for the inputs,
+        ``x[k]``) or ``δ^l_k = ∂L/∂a^l_k`` under each neuron drawn, and fill it by sign
+        (blue ``> 0``, orange ``< 0``), the stronger the larger ``|value|``.
+      edges: ``"w"`` (the weights ``w^l_jk``) or ``"grad"`` (``∂L/∂w^l_jk`` of the one
+        sample, as :func:`bpjax.explain` gives it): each connection blue ``> 0`` or orange
+        ``< 0``, its width proportional to ``|value|`` (the largest drawn 6 points wide).
+      frozen: optional clamps (:func:`bpjax.clamp`): those connections are dotted and
+        labelled "clamped".
+      loss: the loss of ``δ`` and ``∂L/∂w``, a name or a :class:`bpjax.Loss` (default
+        ``"squared"``, equation (1)), as in :func:`bpjax.explain`; it is named in the key.
+      edge_scale: the ``|value|`` drawn as the widest line (larger ones are as wide); default
+        the largest drawn. Fix it to compare drawings, e.g. the frames of an animation.
+      digits: the significant digits of the numbers written (``≥ 1``).
 
     Returns:
       The ``matplotlib.figure.Figure`` drawn into.
@@ -216,6 +354,9 @@ def draw_network(
                     for v in figsize)):
         raise ValueError(f"figsize must be (width, height) in inches, two numbers > 0, got "
                          f"{figsize!r}")
+    if edge_scale is not None:
+        edge_scale = float(number(edge_scale, "edge_scale", minimum=0, strict=True))
+    digits = int(number(digits, "digits", integer=True, minimum=1))
     on, n_paths, weight_edge = None, 0, None
     if highlight is not None:
         m, p, r = check_weight(net, highlight)
@@ -224,6 +365,9 @@ def draw_network(
         weight_edge = (m, p, r) if net.structure(m)[p, r - 1] else None
     elif output is not None:
         raise ValueError("output= selects the highlighted paths: pass highlight=(m, p, r) too")
+    node_values, edge_values, frozen, sample = _numbers(net, params, x, y, nodes, edges,
+                                                        frozen, loss)
+    edge_kind = edges
     Figure, Circle, FancyArrowPatch, Rectangle = _import_matplotlib()
 
     keep = set()
@@ -261,7 +405,10 @@ def draw_network(
             f"to 3 neurons, more than max_connections={max_connections}: draw part of the "
             f"network, or raise max_connections")
 
-    L, dx = net.depth, 2.2
+    if label_weights is None:
+        label_weights = edge_values is not None and count <= 16
+    L = net.depth
+    dx = 3.0 if label_weights and edge_values is not None else 2.2  # room for the numbers
     pos, bias, gaps = _layout(net, dx, shown)
     edges = []  # (l, j, k, src, dst, skip, rad): one per connection drawn
     ys = [y for _, y in [*pos.values(), *bias.values(), *(c for c, _ in gaps.values())]]
@@ -282,7 +429,8 @@ def draw_network(
             edges.append((l, j, k, src, dst, l - s > 1, rad))
     bottom = min(ys) - 0.6  # the column captions go below this
     top = max(ys) + 0.8
-    xlim, ylim = (-0.8, L * dx + 0.8), (bottom - 0.7, top)
+    numbered = node_values is not None or edge_values is not None  # a key goes below
+    xlim, ylim = (-0.8, L * dx + 0.8), (bottom - (1.4 if numbered else 0.7), top)
     if ax is None:  # about 0.9 inch per unit of the layout, so text keeps its size
         size = figsize or (max(3.6, 0.9 * (xlim[1] - xlim[0])), 0.9 * (ylim[1] - ylim[0]) + 0.4)
         if figsize is None and max(size) > 40:
@@ -301,57 +449,98 @@ def draw_network(
     if weight_edge is not None and weight_edge[1] > 0:  # where the weight's input comes from
         lit_nodes.add(source(net, weight_edge[0], weight_edge[1]))
 
+    # --- the numbers: scales, and whether connections are labelled ---
+    edge_max = node_max = 0.0
+    if edge_values is not None:
+        edge_max = max((abs(float(edge_values[l - 1][j, k - 1])) for l, j, k, *_ in edges),
+                       default=0.0)
+    if edge_scale is not None:
+        edge_max = edge_scale
+    if node_values is not None:
+        node_max = max((abs(float(node_values[l][k - 1])) for (l, k) in pos
+                        if node_values[l] is not None), default=0.0)
+
     # --- connections, under the nodes ---
+    placed: list = []  # the boxes of the labels written so far
+    node_centres = [*pos.values(), *bias.values()]
+    widest = 6.0 if len(edges) <= 40 else 3.5  # the largest |value|'s line, in points
     for l, j, k, src, dst, skip, rad in edges:
         lit = (l, j, k) in lit_edges
+        clamped = frozen is not None and bool(frozen[l - 1][j, k - 1])
+        colour, width = (HIGHLIGHT, 2.6) if lit else (EDGE, 0.9)
+        value = None
+        if edge_values is not None:
+            value = float(edge_values[l - 1][j, k - 1])
+            width = 0.5 + (widest - 0.5) * (min(abs(value) / edge_max, 1.0) if edge_max > 0
+                                            else 0.0)
+            colour = HIGHLIGHT if lit else _signed(value)
+        style = ":" if clamped else "--" if skip and not lit else "-"
         edge = FancyArrowPatch(
             src, dst, arrowstyle="-", connectionstyle=f"arc3,rad={rad}",
-            color=HIGHLIGHT if lit else EDGE, linewidth=2.6 if lit else 0.9,
-            linestyle="--" if skip and not lit else "-", zorder=3 if lit else 1,
-            shrinkA=0, shrinkB=0,
+            color=colour, linewidth=width, linestyle=style,
+            zorder=3 if lit else 2 if value is not None else 1, shrinkA=0, shrinkB=0,
         )
         edge.set_gid(f"w^{l}_({j},{k})")
         ax.add_patch(edge)
         if label_weights or (l, j, k) == weight_edge:
-            t = 0.3 if j else 0.45
-            xy = _on_curve(src, dst, rad, t)
-            ax.annotate(_weight_tex(l, j, k), xy, fontsize=9 if lit else 7,
-                        color=HIGHLIGHT if lit else "#555555", ha="center", va="bottom",
+            label = _weight_tex(l, j, k)
+            if value is not None and edge_kind == "grad":  # the number is ∂L/∂w, not w
+                label = f"$\\partial\\mathcal{{L}}/\\partial {label.strip('$')}$"
+            if value is not None:
+                label += f" = {value:.{digits}g}"
+            if clamped:
+                label += " (clamped)"
+            xy = _label_place(src, dst, rad, 0.065 * _visible(label) + 0.1, placed,
+                              node_centres)
+            ax.annotate(label, xy, fontsize=9 if lit else 7,
+                        color=HIGHLIGHT if lit else "#333333", ha="center", va="bottom",
                         zorder=6, bbox=dict(boxstyle="round,pad=0.1", fc="white",
                                             ec="none", alpha=0.8))
 
     # --- nodes ---
     radius, half = 0.32, 0.3
-    for (l, k), (x, y) in pos.items():
+    for (l, k), (cx, cy) in pos.items():
         lit = (l, k) in lit_nodes
         ec, lw = (HIGHLIGHT, 2.4) if lit else ("black", 1.1)
+        value = None
+        if node_values is not None and node_values[l] is not None:
+            value = float(node_values[l][k - 1])
+        fill = "#f2f2f2" if l == 0 else "white"
+        if value is not None and node_max > 0:
+            fill = _tint(_signed(value), 0.75 * abs(value) / node_max)
         if l == 0:
-            node = Rectangle((x - half, y - half), 2 * half, 2 * half, fc="#f2f2f2", ec=ec, lw=lw,
+            node = Rectangle((cx - half, cy - half), 2 * half, 2 * half, fc=fill, ec=ec, lw=lw,
                              zorder=4)
             text = f"$x_{{[{k}]}}$"
         else:
-            node = Circle((x, y), radius, fc="white", ec=ec, lw=lw, zorder=4)
+            node = Circle((cx, cy), radius, fc=fill, ec=ec, lw=lw, zorder=4)
             name = net.layer(l).activations[k - 1].name
             text = _SHORT.get(name, name[:6])
-            ax.annotate(f"$\\varphi^{{{l}}}_{{{k}}}$", (x + radius * 0.75, y + radius * 0.75),
+            ax.annotate(f"$\\varphi^{{{l}}}_{{{k}}}$",
+                        (cx + radius * 0.75, cy + radius * 0.75),
                         fontsize=8, color="#444444", zorder=5)
         node.set_gid(f"node({l},{k})")
         ax.add_patch(node)
-        ax.text(x, y, text, ha="center", va="center", fontsize=10 if len(text) <= 4 else 7,
+        ax.text(cx, cy, text, ha="center", va="center", fontsize=10 if len(text) <= 4 else 7,
                 zorder=5)
-    for l, (x, y) in bias.items():
+        if value is not None:
+            ax.text(cx, cy - radius - 0.06, f"{value:.{digits}g}", ha="center", va="top",
+                    fontsize=7.5,
+                    zorder=6, gid=f"value({l},{k})",
+                    bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="#bbbbbb", lw=0.5))
+    for l, (cx, cy) in bias.items():
         lit = weight_edge is not None and weight_edge[0] == l and weight_edge[1] == 0
-        node = Rectangle((x - 0.18, y - 0.18), 0.36, 0.36, fc="#fff8dc",
+        node = Rectangle((cx - 0.18, cy - 0.18), 0.36, 0.36, fc="#fff8dc",
                          ec=HIGHLIGHT if lit else "#777777", lw=2.2 if lit else 0.9, zorder=4)
         node.set_gid(f"bias({l})")
         ax.add_patch(node)
-        ax.text(x, y, "1", ha="center", va="center", fontsize=8, zorder=5)
-    for (l, k), ((x, y), n) in gaps.items():
-        gap = Rectangle((x - 0.3, y - 0.3), 0.6, 0.6, fc="none", ec="none", zorder=4)
+        ax.text(cx, cy, "1", ha="center", va="center", fontsize=8, zorder=5)
+    for (l, k), ((cx, cy), n) in gaps.items():
+        gap = Rectangle((cx - 0.3, cy - 0.3), 0.6, 0.6, fc="none", ec="none", zorder=4)
         gap.set_gid(f"gap({l},{k})")
         ax.add_patch(gap)
-        ax.text(x, y + 0.08, "⋮", ha="center", va="center", fontsize=12, zorder=5)
-        ax.text(x, y - 0.28, f"{n} more", ha="center", va="center", fontsize=7,
+        ax.text(cx, cy + 0.08, "⋮", ha="center", va="center", fontsize=12, zorder=5)
+        ax.text(cx, cy - 0.28, f"{n} more", ha="center", va="center", fontsize=7,
                 color="#444444", zorder=5)
 
     # --- frame ---
@@ -369,6 +558,16 @@ def draw_network(
         count = f"{n}" if isinstance(n, int) else f"{n:.3g}"
         title = (f"chain rule for $\\partial {of}/\\partial {wt}$: "
                  f"{count} path{'' if n == 1 else 's'}" + (" (derivative 0)" if n == 0 else ""))
+    key = []
+    if node_values is not None:
+        key.append(f"neurons: ${NODE_VALUES[nodes][1]}$")
+    if edge_values is not None:
+        key.append(f"connections: ${EDGE_VALUES[edge_kind]}$ (width ∝ |value|, largest "
+                   f"{edge_max:.{digits}g})")
+    if key:
+        key_text = "; ".join(key) + "\nblue > 0, orange < 0" + (f"; at {sample}" if sample else "")
+        ax.text((xlim[0] + xlim[1]) / 2, bottom - 0.75, key_text, ha="center", va="top",
+                fontsize=8, color="#222222", gid="key")
     if title:
         ax.set_title(title, fontsize=10)
     ax.set_xlim(*xlim)

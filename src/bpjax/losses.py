@@ -18,11 +18,13 @@ starts from instead of multiplying ``∂ℓ_i/∂φ^L`` by ``∂φ^L/∂a^L`` (e
 | ``softmax_cross_entropy`` | ``−y_k log softmax(φ)_k``               | ``softmax(φ) Σ_k y_k − y`` |
 
 In code: ``Loss.ell`` and ``Loss.dell`` (``φ``-form), ``Loss.fused`` (``a``-form, with the
-activation it is for), written side by side below: ``_squared``/``_squared_d``,
-``_bce``/``_bce_d`` with the fused ``_bce_logistic``/``_bce_logistic_delta``,
-``_softmax_ce``/``_softmax_ce_d``. :func:`output_error` picks the form for a network (it is
-where every backward pass of bpjax starts: :mod:`bpjax.backward`, :mod:`bpjax.algorithm1`,
-:mod:`bpjax.minibatch`, :mod:`bpjax.ghost_norms`) and :func:`sample_loss` the matching ``ℓ_i``.
+activation it is for), and ``Loss.notation`` (this table's formulas as plain text in the
+paper's notation, a :class:`Notation`, for :func:`bpjax.explain`), side by side below:
+``_squared``/``_squared_d``, ``_bce``/``_bce_d`` with the fused
+``_bce_logistic``/``_bce_logistic_delta``, ``_softmax_ce``/``_softmax_ce_d``.
+:func:`output_error` picks the form for a network (it is where every backward pass of bpjax
+starts: :mod:`bpjax.backward`, :mod:`bpjax.algorithm1`, :mod:`bpjax.minibatch`,
+:mod:`bpjax.ghost_norms`) and :func:`sample_loss` the matching ``ℓ_i``.
 
 Binary cross-entropy with logistic output neurons is computed from ``a^L`` only (softplus,
 never ``log σ(a)``), so a saturated unit gives neither ``log 0`` nor a vanishing gradient:
@@ -63,6 +65,7 @@ __all__ = [
     "BINARY_CROSS_ENTROPY",
     "Fused",
     "Loss",
+    "Notation",
     "SOFTMAX_CROSS_ENTROPY",
     "SQUARED",
     "TARGETS",
@@ -97,6 +100,35 @@ class Fused(NamedTuple):
     delta: Callable[[jax.Array, jax.Array], jax.Array]
 
 
+class Notation(NamedTuple):
+    """A loss written in the paper's notation, as plain text (what :func:`bpjax.explain` and
+    its tables print); the numbers always come from the functions, never from this text.
+
+    ``dell`` and ``delta`` are ``str.format`` templates of one output ``k``: ``{phi}`` stands
+    for ``φ^L_k``, ``{a}`` for ``a^L_k``, ``{y}`` for ``y_k`` (symbols, or one sample's numbers),
+    ``{L}`` and ``{k}`` for the indices. The defaults, for a loss that gives no text, are the
+    derivatives' bare symbols.
+
+    Attributes:
+      ell: ``ℓ(φ^L, y)`` of one sample, summed over the outputs: ``"½ Σ_k (φ^L_k − y_k)²"``.
+      dell: ``∂ℓ/∂φ^L_k``: ``"{phi} − {y}"``.
+      delta: the fused form's ``δ^L_k = ∂ℓ/∂a^L_k`` (used with ``Loss.fused``):
+        ``"σ({a}) − {y}"``.
+    """
+
+    ell: str = "ℓ(φ^L, y)"
+    dell: str = "∂ℓ/∂φ^{L}_{k}"
+    delta: str = "∂ℓ/∂a^{L}_{k}"
+
+    def output(self, template: str, k, phi="φ^{L}_{k}", a="a^{L}_{k}", y="y_{k}",
+               L="L") -> str:
+        """``template`` (``dell`` or ``delta``) for output ``k``: with the default ``phi``,
+        ``a`` and ``y`` in symbols (``"φ^2_1 − y_1"``), or with the numbers given."""
+        symbols = {"phi": phi, "a": a, "y": y}
+        return template.format(L=L, k=k, **{name: v.format(L=L, k=k)
+                                            for name, v in symbols.items()})
+
+
 class Loss(NamedTuple):
     """A per-sample loss ``ℓ(φ^L, y)`` and its derivative ``∂ℓ/∂φ^L``, both by hand.
 
@@ -116,6 +148,9 @@ class Loss(NamedTuple):
         layer with a built-in activation that cannot produce that (identity, tanh, ...) is
         refused.
       proba: optional ``phi -> class probabilities`` (:func:`bpjax.predict_proba`).
+      notation: the loss written in the paper's notation (:class:`Notation`), for
+        :func:`bpjax.explain`; the default writes ``ℓ``, ``∂ℓ/∂φ^L_k`` and ``∂ℓ/∂a^L_k`` as
+        bare symbols (their values are still shown).
     """
 
     name: str
@@ -125,6 +160,7 @@ class Loss(NamedTuple):
     fused: Fused | None = None
     outputs: str = "any"
     proba: Callable[[jax.Array], jax.Array] | None = None
+    notation: Notation = Notation()
 
 
 # --- the built-in losses: ℓ and ∂ℓ/∂φ^L side by side --------------------------------------
@@ -176,13 +212,19 @@ def _softmax(phi):
     return jax.nn.softmax(phi, axis=-1)
 
 
-SQUARED = Loss("squared", _squared, _squared_d)
+SQUARED = Loss("squared", _squared, _squared_d,
+                notation=Notation("½ Σ_k (φ^L_k − y_k)²", "{phi} − {y}"))
 BINARY_CROSS_ENTROPY = Loss(
     "binary_cross_entropy", _bce, _bce_d, targets="probabilities",
     fused=Fused(activations.get_activation("logistic"), _bce_logistic, _bce_logistic_delta),
-    outputs="unit_interval", proba=_bce_proba)
+    outputs="unit_interval", proba=_bce_proba,
+    notation=Notation("−Σ_k [y_k log φ^L_k + (1 − y_k) log(1 − φ^L_k)]",
+                      "({phi} − {y}) / ({phi}·(1 − {phi}))", "σ({a}) − {y}"))
+# Σ_r y_r = 1 for the targets this loss takes (checked), so ∂ℓ/∂φ^L_k = softmax(φ^L)_k − y_k.
 SOFTMAX_CROSS_ENTROPY = Loss("softmax_cross_entropy", _softmax_ce, _softmax_ce_d,
-                             targets="distribution", proba=_softmax)
+                             targets="distribution", proba=_softmax,
+                             notation=Notation("−Σ_k y_k log softmax(φ^L)_k",
+                                               "softmax(φ^{L})_{k} − {y}"))
 
 _REGISTRY: dict[str, Loss] = {f.name: f for f in (SQUARED, BINARY_CROSS_ENTROPY,
                                                   SOFTMAX_CROSS_ENTROPY)}
@@ -213,12 +255,30 @@ def _checked(loss: Loss) -> Loss:
                         f"{loss.fused!r:.80}")
     if loss.proba is not None and not callable(loss.proba):
         raise TypeError(f"Loss {loss.name!r}: proba must be callable or None")
+    _check_notation(loss)
     try:
         hash(loss)
     except TypeError as e:  # it is a static argument of jax.jit
         raise TypeError(f"Loss {loss.name!r} must be hashable (its functions are part of "
                         f"what compiled code is keyed on): {e}") from None
     return loss
+
+
+def _check_notation(loss: Loss) -> None:
+    """A TypeError or ValueError unless ``loss.notation`` is a :class:`Notation` of strings
+    whose templates use only ``{phi}``, ``{a}``, ``{y}``, ``{L}`` and ``{k}``."""
+    n = loss.notation
+    if not isinstance(n, Notation) or not all(isinstance(t, str) for t in n):
+        raise TypeError(f"Loss {loss.name!r}: notation must be a bpjax.losses.Notation(ell, "
+                        f"dell, delta) of str, got {n!r:.80}")
+    for field in ("dell", "delta"):
+        try:
+            n.output(getattr(n, field), 1)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"Loss {loss.name!r}: notation.{field} = {getattr(n, field)!r} is not a template "
+                f"of {{phi}}, {{a}}, {{y}}, {{L}} and {{k}} (write braces as {{{{ }}}}): "
+                f"{type(e).__name__}: {e}") from None
 
 
 def register_loss(
@@ -230,6 +290,7 @@ def register_loss(
     fused: Fused | None = None,
     outputs: str = "any",
     proba: Callable[[jax.Array], jax.Array] | None = None,
+    notation: Notation | None = None,
     overwrite: bool = False,
 ) -> Loss:
     """Registers a user loss so that ``loss=name`` finds it.
@@ -240,7 +301,9 @@ def register_loss(
         the last axis to shape ``(...)``.
       dell: ``(phi, y) -> ∂ℓ/∂φ``, shape ``(..., d)``, written by hand. Check it with
         :func:`bpjax.check_loss` (:func:`bpjax.check_gradients` does too).
-      targets, fused, outputs, proba: see :class:`Loss`.
+      targets, fused, outputs, proba, notation: see :class:`Loss`; ``notation`` (None: the
+        bare symbols) is the loss written for :func:`bpjax.explain`, e.g.
+        ``Notation("Σ_k huber(φ^L_k − y_k)", "clip({phi} − {y}, −c, c)")``.
       overwrite: allow replacing an existing name. Compiled code is keyed on the
         :class:`Loss` object, not its name, so code that ran with the old loss is never reused
         for the new one.
@@ -252,7 +315,8 @@ def register_loss(
         raise TypeError(f"loss name must be a non-empty str, got {name!r}")
     if not overwrite and name in _REGISTRY:
         raise ValueError(f"loss {name!r} is already registered; pass overwrite=True")
-    loss = _checked(Loss(name, ell, dell, targets, fused, outputs, proba))
+    notation = Notation() if notation is None else notation
+    loss = _checked(Loss(name, ell, dell, targets, fused, outputs, proba, notation))
     _REGISTRY[name] = loss
     return loss
 

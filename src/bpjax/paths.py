@@ -260,16 +260,6 @@ def weight_paths(net: Network, weight, output: int | None = None, *, max_paths: 
     return tuple(out)
 
 
-def _dphi_expression(act_name: str, l: int, k: int) -> str:
-    """``∂φ^l_k/∂a^l_k`` as Algorithm 2 (lines 6-8) writes it for the usual activations."""
-    return {
-        "identity": "1",
-        "square": f"2·a^{l}_{k}",
-        "logistic": f"φ^{l}_{k}(1−φ^{l}_{k})",
-        "tanh": f"(1−(φ^{l}_{k})²)",
-    }.get(act_name, f"{act_name}'(a^{l}_{k})")
-
-
 def chain_rule_paths(
     net: Network,
     params: Params,
@@ -333,7 +323,7 @@ def chain_rule_paths(
 
     def dphi_da(l, k):
         name = net.layer(l).activations[k - 1].name
-        return Factor(f"∂φ^{l}_{k}/∂a^{l}_{k}", _dphi_expression(name, l, k),
+        return Factor(f"∂φ^{l}_{k}/∂a^{l}_{k}", activations.dphi_expression(name, l, k),
                       float(dphi[l][k - 1]))
 
     # ∂a^m_r/∂w^m_pr = φ^{m-1}_p: 1 for the bias, else the input that w^m_pr multiplies
