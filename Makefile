@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-oldest experiments bench lint docs wheel-check venv clean
+.PHONY: test test-oldest experiments bench bench-gpu lint docs wheel-check venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# On a GPU machine with JAX and its CUDA plugin preinstalled and no network: the tests that
+# matter there and the accelerator workloads, in at most 8 minutes, written to
+# benchmarks/results/results-gpu-<date>.md. Installs nothing: the machine's Python and JAX,
+# bpjax from src/. On a CPU, `make bench-gpu GPU_PYTHON=.venv/bin/python BENCH_GPU_ARGS=--cpu`
+# rehearses it with small sizes (results under a temporary directory).
+GPU_PYTHON ?= python3
+
+bench-gpu:
+	$(GPU_PYTHON) benchmarks/gpu.py $(BENCH_GPU_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests experiments benchmarks examples docs

@@ -51,7 +51,8 @@ import bpjax as bp
 from benchmarks import baselines as B
 from benchmarks.harness import Runner, interleave, ratio
 from benchmarks.report import target
-from bpjax.algorithm1 import sequential_cpu_options
+from bpjax.algorithm1 import SEQUENTIAL_CPU
+from bpjax.compilation import cpu_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +263,7 @@ def _rmw_step_seconds(shape: Shape, N: int, repeats: int) -> float:
         def body(Ws, c):
             return tuple(W * c + (1 - c) for W in Ws), None
 
-        options = sequential_cpu_options()
+        options = cpu_options(SEQUENTIAL_CPU)
         f = jax.jit(lambda Ws, cs: jax.lax.scan(body, Ws, cs)[0], compiler_options=options)
         jax.block_until_ready(f(Ws, cs))
         times = []
@@ -277,7 +278,7 @@ def peak_flops(dtype: str, n: int = 512, repeats: int = 5) -> float:
     """FLOP/s of a one-thread ``n × n`` matrix product in ``dtype``: the best of ``repeats``."""
     with _x64(dtype):
         a = jnp.ones((n, n), dtype)
-        dot = jax.jit(jnp.dot, compiler_options=sequential_cpu_options())
+        dot = jax.jit(jnp.dot, compiler_options=cpu_options(SEQUENTIAL_CPU))
         jax.block_until_ready(dot(a, a))
         best = math.inf
         for _ in range(repeats):

@@ -5,6 +5,9 @@
   for jitted code, includes tracing and compilation. Then ``repeats`` rounds call every
   competitor once each, in an order that rotates from round to round, so that a slow spell of
   a shared machine hits every competitor alike. The **steady** time is the median of the rounds.
+* **CPU time.** Each round also records the process's CPU time (``time.process_time``, every
+  thread of the process): on a machine shared with other work, where wall-clock times stretch
+  whenever another process holds a core, it measures the work done, not the waiting.
 * **Compile time** is estimated as ``first call − steady median``.
 * **Ratios** are medians divided by medians, all from the same run.
 * **Peak memory** is measured apart from the timings, in a fresh subprocess per competitor
@@ -63,6 +66,7 @@ class Timing:
     summary: dict
     device: str = "cpu"
     note: str = ""
+    cpu_s: list[float] = dataclasses.field(default_factory=list)  # process CPU time per call
 
     @property
     def median_s(self) -> float:
@@ -80,6 +84,7 @@ class Timing:
             "steady_min_s": min(self.steady_s),
             "compile_estimate_s": self.compile_s,
             "steady_s": list(self.steady_s),
+            "steady_cpu_s": list(self.cpu_s),
             "device": self.device,
             "note": self.note,
             **self.summary,
@@ -156,17 +161,19 @@ def interleave(
             t2, last[name] = _timed(r.run)
             calls[name] = calls_for(t2, min_time_s)
     steady: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     for order in round_orders(list(runners), repeats):
         for name in order:
             run, k = runners[name].run, calls[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(k):
                 last[name] = run()
             steady[name].append((time.perf_counter() - t0) / k)
+            cpu[name].append((time.process_time() - c0) / k)
     out = {}
     for name, r in runners.items():
         summary = r.finish(last[name]) if r.finish is not None else {}
-        out[name] = Timing(first[name], steady[name], summary, r.device, r.note)
+        out[name] = Timing(first[name], steady[name], summary, r.device, r.note, cpu[name])
         log(f"    {name:<28s} median     {out[name].median_s:9.4f} s  {_fmt_summary(summary)}")
     return out
 

@@ -186,7 +186,7 @@ def test_fit_compiles_a_narrow_network_for_256_bit_vectors():
     if jax.default_backend() != "cpu":
         pytest.skip("the per-sample loop's options are XLA:CPU's")
     assert_algorithm1(NARROW, N=3, seed=4)
-    assert 256 in training._loop_sequential_jit.jits
+    assert (("xla_cpu_prefer_vector_width", 256),) in training._loop_sequential_jit.jits
 
 
 def test_kernels_estimate_by_hand():

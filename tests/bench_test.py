@@ -301,3 +301,38 @@ def test_quadratic_baseline_is_the_papers_network():
     X = np.random.default_rng(2).standard_normal((6, 2))
     got = B.quadratic_forward([(jnp.asarray(W), jnp.asarray(b)) for W, b in B.to_mlp(params)], X)
     np.testing.assert_allclose(np.asarray(got), np.asarray(bp.forward(net, params, X)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_the_minibatch_baseline_takes_the_steps_of_fit(opt):
+    # jax.grad + optax in lax.scan (benchmarks/minibatch_grid.py) against bp.fit, float64: the
+    # same weights after every batch, the same loss (1) after every epoch.
+    import optax
+    from benchmarks import minibatch_grid as G
+
+    layers = [(4, ("tanh", "relu", "logistic", "softplus")), (2, "identity")]
+    net = G.network(3, layers)
+    params = bp.init(net, jax.random.key(0), dtype=jnp.float64)
+    X, Y = G._data(8, 3, 2, "float64", seed=0)
+    optimizer = optax.adam(1e-2) if opt == "adam" else optax.sgd(0.5)
+    train = G.plain_trainer(G.plain_forward(layers), optimizer, 8, 4, 3)
+    mlp = [(w[1:], w[0]) for w in params]
+    (out, _), losses = train(mlp, optimizer.init(mlp), jnp.asarray(X), jnp.asarray(Y))
+    kwargs = dict(optimizer=optimizer) if opt == "adam" else dict(learning_rate=0.5)
+    r = bp.fit(net, params, X, Y, batch_size=4, epochs=3, **kwargs)
+    _assert_mlp_close([(w[1:], w[0]) for w in r.params], out)
+    np.testing.assert_allclose(r.losses, losses, rtol=1e-10)
+
+
+def test_the_minibatch_grid_covers_the_issues_cells_and_its_ranges():
+    from benchmarks import minibatch_grid as G
+
+    cfg = G.config(False)
+    cells = G.cells(cfg)
+    assert len(cfg["shapes"]) >= 8 and {16, 64, 256} <= set(cfg["batch_sizes"])
+    assert {(0, 32, "adam"), (1, 64, "adam"), (2, 128, "adam")} <= set(cells)
+    widths = [n for _, _, layers, _ in G.SHAPES for n, _ in layers]
+    assert min(widths) <= 2 and max(widths) >= 512
+    assert {len(layers) for _, _, layers, _ in G.SHAPES} >= {1, 2, 3, 5}
+    assert {dtype for *_, dtype in G.SHAPES} == {"float32", "float64"}
+    assert any(not isinstance(act, str) for _, _, layers, _ in G.SHAPES for _, act in layers)

@@ -183,8 +183,7 @@ def compiled_loop():
     prep = _placed(64, 16)
     loop = fit_loop.initial_state_jit(NET, prep.config, prep.data, prep.params, prep.opt_state,
                                       prep.epoch, chunk=fit_loop.CHUNK)
-    weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
-    hlo = training._loop_jit.lower(NET, None, prep.config, weights, state, prep.data,
+    hlo = training._loop_jit.lower(NET, None, prep.config, loop, prep.data,
                                    prep.hyper, jnp.asarray(2, jnp.int32)).compile().as_text()
     entry, found = False, []
     for line in hlo.splitlines():

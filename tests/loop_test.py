@@ -151,3 +151,48 @@ def test_under_jit_a_traced_bad_learning_rate_runs_no_epoch():
     many = jax.vmap(lambda eta: bp.fit(MLP, PARAMS, X, Y, learning_rate=eta, epochs=3))(
         jnp.array([0.1, -0.1]))
     np.testing.assert_array_equal(many.epochs_run, [3, 0])
+
+
+# --- the start of a fit: built without a device call where it can, nothing of the caller's lost
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(learning_rate=0.3),  # the state from cached constants, no device call
+    dict(optimizer=optax.adam(1e-2), batch_size=3),  # Adam's state made in the compiled start
+    dict(learning_rate=0.3, validation=(X, Y), patience=2),  # the best loss needs the device
+], ids=["sgd", "adam", "patience"])
+def test_fit_leaves_the_callers_arrays_alone_and_calls_are_repeatable(kwargs):
+    params = tuple(jnp.array(w) for w in PARAMS)
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    first = bp.fit(MLP, params, Xj, Yj, epochs=3, **kwargs)
+    assert not any(v.is_deleted() for v in (*params, Xj, Yj))
+    assert_trees_equal(params, PARAMS)
+    again = bp.fit(MLP, params, Xj, Yj, epochs=3, **kwargs)
+    assert_trees_equal((first.params, first.opt_state, first.losses),
+                       (again.params, again.opt_state, again.losses))
+
+
+def test_the_optimizer_state_made_in_the_start_is_the_optimizers_init():
+    adam = optax.adam(1e-2)
+    made = bp.fit(MLP, PARAMS, X, Y, optimizer=adam, batch_size=3, epochs=2)
+    given = bp.fit(MLP, PARAMS, X, Y, optimizer=adam, batch_size=3, epochs=2,
+                   opt_state=adam.init(PARAMS))
+    assert_trees_equal((made.params, made.opt_state, made.losses),
+                       (given.params, given.opt_state, given.losses))
+
+
+def test_the_cached_start_is_the_computed_one():
+    from bpjax import arguments
+    from bpjax.loop import CHUNK, initial_state
+
+    prep, _ = arguments.prepare(
+        MLP, PARAMS, X, Y, learning_rate=0.3, epochs=1, batch_size=1, optimizer=None,
+        frozen=None, opt_state=optax.EmptyState(), shuffle=None, validation=None, tol=None,
+        patience=None, min_delta=0.0)
+    args = (MLP, prep.config, prep.data, prep.params, prep.opt_state, 5, CHUNK)
+    cached = initial_state(*args, cached=True)
+    computed = jax.jit(initial_state, static_argnums=(0, 1, 6))(*args)
+    for a, b in zip(jax.tree.leaves(cached), jax.tree.leaves(computed)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert int(cached.epoch) == 5 and cached.params is prep.params  # as given, not copied

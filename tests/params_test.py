@@ -108,3 +108,55 @@ def test_old_style_keys_give_the_same_weights_as_new_ones():
         np.testing.assert_array_equal(a, b)
     many = jax.vmap(lambda k: bp.init(SMALL, k))(jax.random.split(jax.random.PRNGKey(3), 2))
     assert many[0].shape == (2, 3, 3)
+
+
+# --- the draw: the numbers of a layer-by-layer draw, from few compiled kernels ----------------
+
+
+def _layer_by_layer(net, key, dtype, scale=1.0):
+    """The definition (and bpjax's draw before it was compiled as one): layer l's weights are
+    jax.random.normal(split(key, L)[l-1], shape) σ, biases and structural zeros 0."""
+    keys = jax.random.split(key, net.depth)
+    out = []
+    for l in range(1, net.depth + 1):
+        layer, mask = net.layer(l), net.structure(l)
+        fan_in = np.maximum(mask[1:].sum(axis=0), 1)
+        he = np.array([a.init == "he" for a in layer.activations])
+        sigma = scale * np.sqrt(np.where(he, 2.0 / fan_in, 2.0 / (fan_in + layer.size)))
+        w = jax.random.normal(keys[l - 1], mask.shape, dtype) * sigma.astype(dtype)
+        out.append(jnp.where(mask, w.at[0].set(0), 0).astype(dtype))
+    return out
+
+
+DRAWN = [
+    NET,  # sizes close together: one joint draw
+    bp.Network(300, [bp.Layer(3000, "relu"), bp.Layer(1), bp.Layer(2), bp.Layer(3)]),  # apart
+    bp.Network(3, [bp.Layer(3, "tanh", adjacency=np.eye(3, dtype=bool)),
+                   bp.Layer(2, ("relu", "tanh"), inputs=(0, 1)), bp.Layer(1, bias=False)]),
+]
+
+
+@pytest.mark.parametrize("net", DRAWN, ids=["close", "apart", "dag"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+def test_the_weights_are_those_of_a_draw_layer_by_layer(net, dtype):
+    key = jax.random.key(5)
+    for got, want in zip(bp.init(net, key, dtype=dtype, scale=0.7),
+                         _layer_by_layer(net, key, dtype, 0.7)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+    keys = jax.random.split(jax.random.key(6), 3)  # and under vmap, as a sweep draws them
+    many = jax.vmap(lambda k: bp.init(net, k, dtype=dtype))(keys)
+    want = jax.vmap(lambda k: tuple(_layer_by_layer(net, k, dtype)))(keys)
+    for got, w in zip(many, want):
+        np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(w, np.float64))
+
+
+def test_networks_of_one_depth_and_size_class_share_the_compiled_draw():
+    from training_test import count_compiles
+
+    a = bp.Network(9, [bp.Layer(10 + i, "tanh") for i in range(4)])
+    b = bp.Network(8, [bp.Layer(12 - i, "relu") for i in range(4)])  # other sizes, same bucket
+    bp.init(a, jax.random.key(0))
+    with count_compiles() as compiles:
+        bp.init(b, jax.random.key(1))
+    assert compiles == []

@@ -179,15 +179,14 @@ def _compiled_loop_text(batch_size):
                                       prep.epoch, chunk=fit_loop.CHUNK)
     sequential = algorithm1.sequential(prep.config, prep.data)
     jit = training._loop_sequential_jit if sequential else training._loop_jit
-    weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
-    text = jit.lower(WIDE, None, prep.config, weights, state, prep.data, prep.hyper,
+    text = jit.lower(WIDE, None, prep.config, loop, prep.data, prep.hyper,
                      jnp.asarray(1, jnp.int32)).compile().as_text()
     return sequential, text
 
 
 def test_per_sample_loop_on_a_cpu_is_compiled_for_one_thread():
     # Algorithm 1 (batch_size=1) on a CPU: no operation split over threads, no YNNPACK call;
-    # minibatches keep XLA's defaults.
+    # minibatches are compiled with bpjax.compilation.BATCHED_CPU.
     sequential, text = _compiled_loop_text(1)
     assert sequential == (jax.default_backend() == "cpu")
     if sequential:

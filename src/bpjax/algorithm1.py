@@ -37,29 +37,25 @@ for each layer and from its shape alone, the layout that the measurements behind
 
 On a CPU the per-sample loop is compiled with :data:`SEQUENTIAL_CPU`: its steps are too small
 and too sequential to share between cores. Those are XLA:CPU options, not part of JAX's API:
-:func:`sequential_cpu_options` keeps the ones the installed jaxlib accepts (probed once), and
-:class:`SequentialJit` compiles with them.
+:func:`sequential_jit` compiles with the ones the installed jaxlib accepts (probed once, see
+:mod:`bpjax.compilation`), the vector width chosen per network (:func:`loop_options`).
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jaxlib
-import numpy as np
 
 from bpjax.backward import loss_deltas, sample_weight_gradients
 from bpjax.clamping import apply_update
+from bpjax.compilation import CpuJit
 from bpjax.forward import homogenised, join, layer_inputs, propagate_split, split
 from bpjax.losses import SQUARED
 
-__all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "SequentialJit", "algorithm1_epoch", "layer_plan",
-           "network_plan", "sample_gradient", "sequential", "sequential_cpu_options",
-           "vector_width"]
+__all__ = ["SEQUENTIAL_CPU", "TINY", "Plan", "algorithm1_epoch", "layer_plan", "loop_options",
+           "network_plan", "sample_gradient", "sequential", "sequential_jit", "vector_width"]
 
 TINY = 40  # networks with at most this many weights: XLA compiles their whole per-sample
 # loop into one kernel, which unrolling the scan would prevent (a 10x loss)
@@ -364,80 +360,14 @@ def sequential(config, data) -> bool:
     return config.batch == 1 and all(d.platform == "cpu" for d in data.X.devices())
 
 
-def _compiles_on_cpu(options: dict) -> str | None:
-    """``None`` if XLA:CPU compiles a trivial function with ``options``, else its error."""
-    x = jax.device_put(np.float32(0), jax.devices("cpu")[0])
-    try:
-        jit = jax.jit(lambda v: v + 1, compiler_options=options) if options else \
-            jax.jit(lambda v: v + 1)
-        jit.lower(x).compile()
-    except Exception as e:  # whatever this jaxlib raises for an option it rejects
-        return f"{type(e).__name__}: {e}".splitlines()[0]
-    return None
+def loop_options(net) -> dict:
+    """The values of :data:`SEQUENTIAL_CPU` that depend on ``net``: its :func:`vector_width`."""
+    return {"xla_cpu_prefer_vector_width": vector_width(net)}
 
 
-@functools.cache
-def sequential_cpu_options() -> dict:
-    """The options of :data:`SEQUENTIAL_CPU` that this jaxlib's CPU compiler accepts.
-
-    XLA's options come and go between jaxlib releases, and an unknown one is an error at
-    compile time. They are probed once per process, all together and, if that fails, one by
-    one; the per-sample loop is then compiled with the accepted subset, with a one-time
-    warning naming the others. The results are the same (the options only schedule the
-    work), only slower.
-
-    Returns:
-      A dict of XLA option names to values, a subset of :data:`SEQUENTIAL_CPU`.
-    """
-    if _compiles_on_cpu(SEQUENTIAL_CPU) is None:
-        return dict(SEQUENTIAL_CPU)
-    errors = {k: _compiles_on_cpu({k: v}) for k, v in SEQUENTIAL_CPU.items()}
-    accepted = {k: v for k, v in SEQUENTIAL_CPU.items() if errors[k] is None}
-    rejected = {k: e for k, e in errors.items() if e is not None}
-    warnings.warn(
-        f"bpjax: this jaxlib ({jaxlib.__version__}) rejects the XLA:CPU option(s) "
-        f"{sorted(rejected)} of bpjax.algorithm1.SEQUENTIAL_CPU "
-        f"({next(iter(rejected.values()), '')}); the per-sample loop (batch_size=1 on a CPU) "
-        f"is compiled without them: the same results, slower.", RuntimeWarning, stacklevel=2)
-    return accepted
-
-
-class SequentialJit:
-    """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`sequential_cpu_options`.
-
-    With ``width`` (a function of the network, ``fun``'s first argument, such as
-    :func:`vector_width`), the option ``xla_cpu_prefer_vector_width`` is set per network:
-    one ``jax.jit`` object per width. The ``jax.jit`` objects are made on first use, so
-    importing bpjax probes nothing and starts no backend. Calls go to the network's one,
-    attributes (``lower``, ...) to the one with :data:`SEQUENTIAL_CPU`'s width.
-    """
-
-    def __init__(self, fun, width=None, **jit_kwargs):
-        self.fun, self.width, self.jit_kwargs = fun, width, jit_kwargs
-        self.jits = {}
-
-    def jit(self, width=None):
-        """The ``jax.jit`` object for ``width`` bits (``None``: SEQUENTIAL_CPU's), made once."""
-        if width not in self.jits:
-            options = sequential_cpu_options()
-            if width is not None and "xla_cpu_prefer_vector_width" in options:
-                options = {**options, "xla_cpu_prefer_vector_width": width}
-            self.jits[width] = (jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
-                                if options else jax.jit(self.fun, **self.jit_kwargs))
-        return self.jits[width]
-
-    @property
-    def jitted(self):
-        """The ``jax.jit`` object with the accepted options as they are."""
-        return self.jit()
-
-    def __call__(self, *args, **kwargs):
-        if self.width is None:
-            return self.jitted(*args, **kwargs)
-        net = args[0] if args else kwargs["net"]
-        return self.jit(self.width(net))(*args, **kwargs)
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name in ("fun", "width", "jit_kwargs", "jits"):
-            raise AttributeError(name)
-        return getattr(self.jitted, name)
+def sequential_jit(fun, *, per_network=loop_options, **jit_kwargs) -> CpuJit:
+    """``jax.jit(fun, **jit_kwargs)`` for a per-sample loop: a :class:`~bpjax.compilation.CpuJit`
+    with :data:`SEQUENTIAL_CPU` (the options this jaxlib accepts, probed once; on a CPU only),
+    their values per network from ``per_network`` (``fun``'s first argument is the network)."""
+    return CpuJit(fun, SEQUENTIAL_CPU, what="the per-sample loop (batch_size=1 on a CPU)",
+                  per_network=per_network, **jit_kwargs)

@@ -8,6 +8,7 @@ traced values (under ``jax.jit`` or ``jax.vmap``) pass unchecked.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from functools import partial
 from typing import Any, NamedTuple
@@ -23,12 +24,12 @@ from bpjax.data import as_dtype, as_inputs, as_targets, as_weights, check_finite
 from bpjax.loop import Config, Data, FitResult, Hyper
 from bpjax.loss import resolve_loss
 from bpjax.losses import Loss, check_targets
-from bpjax.minibatch import as_transformation, extra_args, state_leaf
+from bpjax.minibatch import as_transformation, extra_args, shapes_of, state_leaf, structure
 from bpjax.network import Network
 from bpjax.params import Params, as_key, check_layers, check_params, structural
 
-__all__ = ["Prepared", "check_models", "check_opt_state", "init_state", "is_traced", "number",
-           "prepare", "training_loss"]
+__all__ = ["Prepared", "check_models", "check_opt_state", "check_values", "init_state",
+           "is_traced", "number", "prepare", "state_shape", "training_loss"]
 
 
 def is_traced(*trees) -> bool:
@@ -91,9 +92,20 @@ def init_state(optimizer, params):
     return optax.EmptyState() if optimizer is None else optimizer.init(params)
 
 
+@functools.lru_cache(maxsize=64)
+def _state_shape(optimizer, key):
+    return jax.eval_shape(partial(init_state, optimizer), shapes_of(key))
+
+
+def state_shape(optimizer, params):
+    """``init_state(optimizer, params)`` as ``jax.ShapeDtypeStruct`` leaves, without running
+    it: traced once per optimizer and shapes of ``params`` (cached)."""
+    return _state_shape(optimizer, structure(params))
+
+
 def check_opt_state(optimizer, opt_state, params):
     """``opt_state`` must have the structure, shapes and dtypes that ``optimizer.init`` makes."""
-    expected = jax.eval_shape(lambda p: init_state(optimizer, p), params)
+    expected = state_shape(optimizer, params)
     exp_leaves, exp_def = jax.tree.flatten(expected)
     leaves, treedef = jax.tree.flatten(opt_state)
     name = "plain SGD (optimizer=None)" if optimizer is None else "the optimizer"
@@ -157,12 +169,16 @@ def relative_weights(s, dtype):
 
 def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, frozen,
              opt_state, shuffle, validation, tol, patience, min_delta, models=None, loss=None,
-             who="fit", weights=None):
+             who="fit", weights=None, defer_init=False):
     """Checks every input before any work, and builds the loop's inputs.
 
     With ``models = M`` (a sweep), ``params`` leaves carry a leading axis of size ``M``.
     ``loss`` as in :func:`training_loss`; ``weights`` the per-sample weights ``(N,)``.
     ``net`` is checked by the caller first (:func:`bpjax.network.check_network`, which names it).
+
+    ``defer_init`` (:func:`bpjax.fit`): ``opt_state`` stays ``None`` when it is not given, and
+    the optimizer's ``init`` runs inside the compiled start of the loop (no dispatch for each
+    of its arrays).
     """
     loss = training_loss(net, loss, params, who)
     epoch = 0
@@ -228,9 +244,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         if len(validation) == 3:
             s_val = as_weights(validation[2], X_val.shape[0], "weights_val")
         X_val, Y_val = jnp.asarray(X_val, dtype), jnp.asarray(Y_val, dtype)
-    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val)
-    for l, w in enumerate(params, start=1):
-        check_finite(**{f"params[{l - 1}] (layer {l})": w})
+    check_values(X, Y, X_val, Y_val, params)
 
     if shuffle is not None:
         shuffle = as_key(shuffle, "shuffle")
@@ -255,7 +269,7 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     if models is None:
         params = structural(net, params)
         if opt_state is None:
-            opt_state = init_state(optimizer, params)
+            opt_state = None if defer_init else init_state(optimizer, params)
         elif not is_traced(opt_state):
             opt_state = check_opt_state(optimizer, opt_state, params)
     else:
@@ -267,7 +281,9 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
                 if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
 
     steps = -(-N // B)
-    needs = extra_args(optimizer, params, opt_state, many=models is not None)
+    needs = extra_args(optimizer, params,
+                       state_shape(optimizer, params) if opt_state is None else opt_state,
+                       many=models is not None)
     if needs == "value_fn" and B != N:
         raise ValueError(
             f"this optimizer searches along a line (its update needs value_fn=, like "
@@ -285,6 +301,12 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
         min_delta=_host(min_delta, dtype),
     )
     return Prepared(params, opt_state, epoch, data, hyper, config, optimizer), epochs
+
+
+def check_values(X, Y, X_val, Y_val, params) -> None:
+    """Raises ``ValueError`` naming the first of the data and weights with NaN or Inf."""
+    check_finite(X=X, Y=Y, X_val=X_val, Y_val=Y_val,
+                 **{f"params[{l - 1}] (layer {l})": w for l, w in enumerate(params, start=1)})
 
 
 def check_models(net, params, models):

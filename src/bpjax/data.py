@@ -8,6 +8,13 @@ and is used where data enters a long computation (``fit``, the gradient checker)
 **Complex numbers** are refused everywhere (``X``, ``Y``, ``weights``, ``params``): loss (1)
 and its gradient are real. That is a dtype check, free.
 
+**Checked once per signature.** The eager functions hand their arguments, as given, to a
+jitted core that checks and promotes them when it is traced (:func:`eager`): ``jax.jit``
+traces once per network, shapes and dtypes, so a call with a signature seen before runs no
+check at all, and numpy inputs are converted by ``jax.jit`` itself on the way in. A bad
+argument fails the trace; the checks then run again on the arguments as given, and raise the
+error that names them.
+
 **NaN and Inf.** The eager functions — :func:`bpjax.forward`, :func:`bpjax.forward_trace`,
 :func:`bpjax.loss`, :func:`bpjax.backprop`, :func:`bpjax.value_and_backprop`,
 :func:`bpjax.per_example_backprop`, :func:`bpjax.deltas` — check shapes and dtypes, then
@@ -27,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bpjax.distributed import one_process
 from bpjax.network import Network
 
-__all__ = ["as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite", "float_dtype",
-           "is_labels", "one_hot", "real_array"]
+__all__ = ["as_array", "as_dtype", "as_inputs", "as_targets", "as_weights", "check_finite",
+           "eager", "float_dtype", "is_labels", "one_hot", "real_array"]
 
 
 def float_dtype(*arrays) -> jnp.dtype:
@@ -73,6 +81,30 @@ def real_array(v, name: str):
     """``v`` (made an array if it is not one) and its shape; a ``TypeError`` naming ``name``
     unless it holds real numbers or booleans (a dtype check: no host sync, works on tracers)."""
     return _shape(v, name)
+
+
+def as_array(v):
+    """``v`` as it is if it is an array (JAX, numpy) or None, else ``np.asarray(v)``."""
+    return v if v is None or isinstance(v, (jax.Array, np.ndarray)) else np.asarray(v)
+
+
+def eager(jitted, check, net: Network, params, *arrays, static: tuple = ()):
+    """``jitted(net, params, *arrays, *static)`` for an eager function whose jitted core checks
+    its arguments when traced (``net`` and ``static`` its static arguments); ``arrays`` that are
+    not arrays go in as numpy.
+
+    ``jax.jit`` retraces, and so checks, once per network, static arguments, shapes and dtypes:
+    the checks cost nothing on the calls after the first. If the call fails,
+    ``check(net, params, *arrays, *static)`` runs the same checks on the arguments as given,
+    outside any trace, so that a bad argument raises the error that names it (not a tracer, nor
+    ``jax.jit``'s complaint about a non-array); if they pass, the original error is raised.
+    """
+    try:
+        return jitted(net, params, *[as_array(v) for v in arrays], *static)
+    except Exception as e:  # noqa: BLE001 - whatever failed, the checks below say why
+        error = e
+    check(net, params, *arrays, *static)  # outside the except clause: not chained to the error
+    raise error
 
 
 def as_inputs(net: Network, X, name: str = "X") -> tuple[jax.Array, bool]:
@@ -190,18 +222,27 @@ def as_weights(weights, N: int, name: str = "weights"):
 
 
 def check_finite(**arrays) -> None:
-    """Raises ``ValueError`` naming the first array that holds NaN or Inf (concrete arrays only)."""
-    for name, v in arrays.items():
-        if v is None or isinstance(v, jax.core.Tracer):
-            continue
-        if isinstance(v, jax.Array) and not v.is_fully_addressable:  # spans several hosts
-            if not bool(jnp.all(jnp.isfinite(v))):  # every host runs this reduction
-                raise ValueError(f"{name} holds NaN/Inf value(s)")
-            continue
-        v = np.asarray(v)
-        if not np.all(np.isfinite(v)):
-            bad = np.argwhere(~np.isfinite(v))
-            first = tuple(int(i) for i in bad[0])
-            raise ValueError(
-                f"{name} holds {len(bad)} NaN/Inf value(s), first at index {first}: {v[first]}"
-            )
+    """Raises ``ValueError`` naming the first array that holds NaN or Inf (concrete arrays only).
+
+    Each array is added up first (one pass, no copy on a CPU): when the sum is finite, so is
+    every entry; else the entries are scanned for the first bad one (or the sum overflowed).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, v in arrays.items():
+            if v is not None and not isinstance(v, jax.core.Tracer):
+                _check_finite(name, v)
+
+
+def _check_finite(name, v) -> None:
+    if isinstance(v, jax.Array) and not one_process() and not v.is_fully_addressable:
+        if not bool(jnp.all(jnp.isfinite(v))):  # spans several hosts: every one reduces
+            raise ValueError(f"{name} holds NaN/Inf value(s)")
+        return
+    v = np.asarray(v)
+    if v.dtype.kind in "biu" or np.isfinite(v.sum()):  # then every entry is finite
+        return
+    if not np.all(np.isfinite(v)):  # or the sum overflowed
+        bad = np.argwhere(~np.isfinite(v))
+        first = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"{name} holds {len(bad)} NaN/Inf value(s), first at index {first}: {v[first]}")

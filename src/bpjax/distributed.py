@@ -204,12 +204,20 @@ def on_mesh(tree, mesh: Mesh):
     return _put(tree, jax.tree.map(relabel, tree))
 
 
+@functools.cache
+def one_process() -> bool:
+    """Whether this is the only JAX process (fixed once JAX has started its backend)."""
+    return jax.process_count() == 1
+
+
 def to_host(v) -> np.ndarray:
     """``np.asarray(v)``; an array split across processes is gathered from all of them first.
 
     Every process must call it (it is a collective when ``v`` spans several hosts).
     """
-    if isinstance(v, jax.Array) and not (v.is_fully_addressable or v.is_fully_replicated):
+    if not isinstance(v, jax.Array) or one_process():
+        return np.asarray(v)
+    if not (v.is_fully_addressable or v.is_fully_replicated):
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(v, tiled=True))

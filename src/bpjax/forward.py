@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from bpjax import activations
-from bpjax.data import as_dtype, as_inputs, float_dtype
+from bpjax.compilation import batched_jit
+from bpjax.data import as_dtype, as_inputs, eager, float_dtype
 from bpjax.network import Layer, Network, check_network
 from bpjax.params import Params, check_params, structural
 
@@ -150,9 +151,11 @@ def prepare(net: Network, params, X):
     return tuple(as_dtype(w, dtype) for w in params), as_dtype(X, dtype), single
 
 
-@jax.jit(static_argnums=0)
+@batched_jit(static_argnums=0)
 def _trace_jit(net, params, X):
-    return propagate(net, structural(net, params), X)
+    params, X, single = prepare(net, params, X)  # checked when traced: see bpjax.data.eager
+    tr = propagate(net, structural(net, params), X)
+    return jax.tree.map(lambda v: v[0], tr) if single else tr
 
 
 def forward_trace(net: Network, params: Params, X) -> Trace:
@@ -167,16 +170,14 @@ def forward_trace(net: Network, params: Params, X) -> Trace:
       A :class:`Trace` with ``a[l]`` and ``phi[l]`` of shape ``(N, N_l)`` (``(N_l,)`` for one x).
     """
     check_network(net, "forward_trace")
-    params, X2, single = prepare(net, params, X)
-    tr = _trace_jit(net, params, X2)
-    if single:
-        tr = jax.tree.map(lambda v: v[0], tr)
-    return tr
+    return eager(_trace_jit, prepare, net, params, X)
 
 
-@jax.jit(static_argnums=0)
+@batched_jit(static_argnums=0)
 def _forward_jit(net, params, X):
-    return propagate(net, structural(net, params), X).phi[-1]
+    params, X, single = prepare(net, params, X)  # checked when traced: see bpjax.data.eager
+    out = propagate(net, structural(net, params), X).phi[-1]
+    return out[0] if single else out
 
 
 def forward(net: Network, params: Params, X) -> jax.Array:
@@ -198,6 +199,4 @@ def forward(net: Network, params: Params, X) -> jax.Array:
     :mod:`bpjax.data` for how to check them.
     """
     check_network(net, "forward")
-    params, X2, single = prepare(net, params, X)
-    out = _forward_jit(net, params, X2)
-    return out[0] if single else out
+    return eager(_forward_jit, prepare, net, params, X)

@@ -12,6 +12,7 @@ bar, and :func:`result` turns the final state into a :class:`FitResult`.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from functools import partial
@@ -224,8 +225,7 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
 def fresh_state(xp, dtype, epoch, chunk, best_loss=None) -> LoopState:
     """The loop state before the first epoch, without the weights (``params``, ``opt_state``
     and the best ones are ``None``): zeros, NaN histories of length ``chunk``, ``best_loss``
-    (default ``inf``). ``xp`` is ``jnp`` (traceable) or ``np`` (built on the host, handed to
-    the compiled loop with its arguments: no dispatch of its own)."""
+    (default ``inf``). ``xp`` is ``jnp`` (traceable) or ``np`` (built on the host)."""
     i32 = partial(xp.asarray, dtype=xp.int32)
     no = xp.asarray(False)
     return LoopState(
@@ -236,9 +236,25 @@ def fresh_state(xp, dtype, epoch, chunk, best_loss=None) -> LoopState:
         converged=no, stopped_early=no, diverged=no)
 
 
-def initial_state(net, config, data, params, opt_state, epoch, chunk):
-    """The loop state before the first epoch of a fit call."""
+@functools.lru_cache(maxsize=32)
+def _fresh_on_device(dtype, epoch: int, chunk: int) -> LoopState:
+    """:func:`fresh_state` as device arrays, made once and shared (the loop that takes them
+    does not donate them)."""
+    return jax.device_put(fresh_state(np, dtype, epoch, chunk))
+
+
+def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=False):
+    """The loop state before the first epoch of a fit call.
+
+    ``cached`` builds it without a device call, for a loop that does not donate its state: the
+    weights and optimizer state as given (not copied), the other fields from
+    :func:`_fresh_on_device`. Not with ``config.restore_best``, whose first candidate's loss
+    needs the device.
+    """
     dtype = params[0].dtype
+    if cached:
+        return _fresh_on_device(np.dtype(dtype), int(epoch), chunk)._replace(
+            params=params, opt_state=opt_state)
     best_loss = None
     if config.restore_best:  # the initial weights are candidates too
         X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate

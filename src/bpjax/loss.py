@@ -21,8 +21,10 @@ by ``s_i / Σ_i s_i``; all-ones weights give (1) exactly.
 from __future__ import annotations
 
 import jax
+import numpy as np
 
-from bpjax.data import as_dtype, as_targets, as_weights
+from bpjax.compilation import batched_jit
+from bpjax.data import as_dtype, as_targets, as_weights, eager, is_labels
 from bpjax.forward import prepare, propagate
 from bpjax.losses import (
     SQUARED,
@@ -46,9 +48,6 @@ def loss_of_params(net: Network, params: Params, X, Y, s=None, loss: Loss = SQUA
     return weighted_mean(sample_loss(loss, net, tr, Y), s)
 
 
-_loss_jit = jax.jit(loss_of_params, static_argnums=(0, 5))
-
-
 def resolve_loss(net: Network, loss) -> Loss:
     """``loss`` (a name or a :class:`~bpjax.Loss`) as a :class:`~bpjax.Loss` that can serve
     ``net``; a ``TypeError`` or ``ValueError`` otherwise, before any work."""
@@ -68,6 +67,34 @@ def prepare_supervised(net: Network, params, X, Y, weights=None, loss: Loss = SQ
     check_targets(loss, Y2)
     s = as_weights(weights, X2.shape[0])
     return params, X2, as_dtype(Y2, X2.dtype), s
+
+
+def supervised(fn):
+    """``fn(net, params, X (N, D), Y (N, d), s, loss)`` as the jitted core of an eager function:
+    ``core(net, params, X, Y, weights, loss)`` takes the arrays as given and checks and promotes
+    them with :func:`prepare_supervised` when traced (``net`` and the :class:`~bpjax.Loss`
+    ``loss`` static). Call it with :func:`call_supervised`."""
+    def core(net, params, X, Y, weights, loss):
+        return fn(net, *prepare_supervised(net, params, X, Y, weights, loss), loss)
+
+    return batched_jit(core, static_argnums=(0, 5))
+
+
+def call_supervised(core, net: Network, params, X, Y, weights=None, loss: Loss = SQUARED):
+    """``core(net, params, X, Y, weights, loss)`` (a :func:`supervised` core), checked as in
+    :func:`bpjax.data.eager`; ``loss`` already resolved (:func:`resolve_loss`).
+
+    What a trace cannot check is checked first, eagerly, on the host: per-sample weights (finite,
+    ``≥ 0``, not all 0), targets of a loss that restricts them (``loss.targets``), integer class
+    labels (in ``0..d-1``). Squared loss without weights, the common case, syncs nothing.
+    """
+    if (weights is not None or loss.targets != "any"
+            or is_labels(Y, net.outputs, np.ndim(Y) == 0)):
+        prepare_supervised(net, params, X, Y, weights, loss)
+    return eager(core, prepare_supervised, net, params, X, Y, weights, static=(loss,))
+
+
+_loss_core = supervised(loss_of_params)
 
 
 def loss(net: Network, params: Params, X, Y, weights=None, *, loss="squared") -> jax.Array:
@@ -98,6 +125,4 @@ def loss(net: Network, params: Params, X, Y, weights=None, *, loss="squared") ->
     when concrete.
     """
     check_network(net, "loss")
-    loss = resolve_loss(net, loss)
-    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights, loss)
-    return _loss_jit(net, params, X2, Y2, s, loss)
+    return call_supervised(_loss_core, net, params, X, Y, weights, resolve_loss(net, loss))

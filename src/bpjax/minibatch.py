@@ -24,8 +24,8 @@ from bpjax.distributed import shard_batches
 from bpjax.forward import propagate
 from bpjax.loop import run_epochs
 
-__all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run", "state_dtype",
-           "state_leaf"]
+__all__ = ["as_transformation", "epoch_data", "extra_args", "one_epoch", "run", "shapes_of",
+           "state_dtype", "state_leaf", "structure"]
 
 
 # --- which optax optimizers, and what they are given -----------------------------------------
@@ -79,10 +79,23 @@ def _probe(optimizer, params, opt_state, many):
         f"transformations): {type(error).__name__}: {error}") from error
 
 
+def structure(tree) -> tuple:
+    """``(treedef, ((shape, dtype), ...))`` of a pytree of arrays: a hashable key for caches of
+    what depends on shapes only, cheap to build (no dtype promotion)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(v.shape), v.dtype) if hasattr(v, "dtype") and hasattr(
+        v, "shape") else (tuple(jnp.shape(v)), jnp.result_type(v)) for v in leaves)
+
+
+def shapes_of(key: tuple):
+    """The pytree of ``jax.ShapeDtypeStruct`` that :func:`structure` describes."""
+    treedef, leaves = key
+    return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(*leaf) for leaf in leaves])
+
+
 @functools.lru_cache(maxsize=64)
-def _extra_args_cached(optimizer, structure, many):
-    params, opt_state = jax.tree.unflatten(structure[0], [
-        jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in structure[1]])
+def _extra_args_cached(optimizer, key, many):
+    params, opt_state = shapes_of(key)
     return _probe(optimizer, params, opt_state, many)
 
 
@@ -98,9 +111,7 @@ def extra_args(optimizer, params, opt_state, *, many: bool = False) -> str:
     """
     if optimizer is None:
         return ""
-    leaves, treedef = jax.tree.flatten((params, opt_state))
-    structure = (treedef, tuple((tuple(jnp.shape(v)), jnp.result_type(v)) for v in leaves))
-    return _extra_args_cached(optimizer, structure, many)
+    return _extra_args_cached(optimizer, structure((params, opt_state)), many)
 
 
 def state_dtype(given, expected):

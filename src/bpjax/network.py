@@ -221,6 +221,21 @@ class Network:
                         f"column {k - 1} is all False"
                     )
 
+    # --- identity: jax.jit hashes a static network on every call -----------------------------
+
+    def __hash__(self) -> int:
+        """The hash of ``(inputs, layers)``, computed once: every eager call of bpjax hands the
+        network to ``jax.jit`` as a static argument, which hashes it."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.inputs, self.layers))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        """Pickles without the cached hash: strings hash differently in another process."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     # --- structure -------------------------------------------------------------------------
 
     @functools.cached_property
@@ -297,7 +312,12 @@ class Network:
 
     def is_dense(self, l: int) -> bool:
         """Whether layer ``l`` has no structural zeros (a bias and every connection)."""
-        return bool(self.structure(l).all())
+        self.layer(l)  # checks the index
+        return self._dense[l - 1]
+
+    @functools.cached_property
+    def _dense(self) -> tuple[bool, ...]:
+        return tuple(bool(m.all()) for m in self._structures)
 
     @functools.cached_property
     def num_params(self) -> int:

@@ -18,6 +18,7 @@ adjacency mask) are stored as 0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -109,17 +110,74 @@ def init(
         raise TypeError(f"init scale must be a number, got {type(scale).__name__}: {scale!r}")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"init scale must be a finite number > 0, got {scale!r}")
-    keys = jax.random.split(key, net.depth)
-    params = []
+    sigma = []  # σ of each neuron's connections, from its activation and fan-in (numpy)
     for l in range(1, net.depth + 1):
         layer, mask = net.layer(l), net.structure(l)
         fan_in = np.maximum(mask[1:].sum(axis=0), 1)  # existing connections into each k
         he = np.array([a.init == "he" for a in layer.activations])
         var = np.where(he, 2.0 / fan_in, 2.0 / (fan_in + layer.size))
-        sigma = scale * np.sqrt(var)
-        w = jax.random.normal(keys[l - 1], mask.shape, dtype) * sigma.astype(dtype)
-        w = w.at[0].set(0)
-        params.append(jnp.where(mask, w, 0).astype(dtype))
+        sigma.append(scale * np.sqrt(var))
+    return _draw(net, key, dtype, sigma)
+
+
+# --- the draw: few compilations ---------------------------------------------------------------
+#
+# Layer l's weights are w = z_l σ, z_l = jax.random.normal(split(key, L)[l-1], (1 + fan_in, N_l)),
+# biases and structural zeros set to 0. Drawn layer by layer, every shape compiles its own
+# random-number kernel (threefry, then the normal's inverse error function): seconds for a
+# deep network of distinct sizes. But threefry's counters are the flat indices of the array
+# (jax_threefry_partitionable, JAX's default), so z_l is the first 1 + fan_in × N_l numbers of
+# normal(key_l, (S,)) for any larger S: the layers are drawn together, as rows of one
+# (L, S) array, by one kernel that compiles once for every network with the same L and S
+# (a power of 2), then cut into layers on the host, exactly as drawn one by one.
+
+_SPARE = 4  # a joint draw may take up to this many times the numbers the layers need
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()  # the power of 2 at or above n
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _normal_rows(key, L: int, rows: tuple, S: int, dtype) -> jax.Array:
+    """``normal(split(key, L)[l], (S,), dtype)`` for each ``l`` in ``rows``: ``(len(rows), S)``."""
+    keys = jax.random.split(key, L)[np.asarray(rows)]
+    return jax.vmap(lambda k: jax.random.normal(k, (S,), dtype))(keys)
+
+
+def _groups(net: Network, key) -> list[tuple[tuple, int]]:
+    """The joint draws: ``(rows, S)``, each layer (a row, ``l - 1``) in one of them."""
+    sizes = [r * c for r, c in net.shapes]
+    L = net.depth
+    prefix = jax.config.jax_threefry_partitionable and \
+        str(jax.random.key_impl(key)) in ("threefry2x32", "PRNGImpl(threefry2x32)")
+    if not prefix:  # a draw of another size gives other numbers: one exact draw a layer
+        return [((l,), n) for l, n in enumerate(sizes)]
+    S = _bucket(max(sizes))
+    if L * S <= _SPARE * sum(sizes) + 2**16:
+        return [(tuple(range(L)), S)]
+    by_size: dict[int, list] = {}  # sizes far apart: the layers of each power of 2 together
+    for l, n in enumerate(sizes):
+        by_size.setdefault(_bucket(n), []).append(l)
+    return [(tuple(rows), S) for S, rows in by_size.items()]
+
+
+def _draw(net: Network, key, dtype, sigma: list) -> Params:
+    """``w^l = z_l σ^l``, 0 at the biases and structural zeros (see above)."""
+    z = [None] * net.depth
+    traced = isinstance(key, jax.core.Tracer)  # under jax.vmap or jax.jit: cut in the trace
+    for rows, S in _groups(net, key):
+        drawn = _normal_rows(key, net.depth, rows, S, dtype)
+        drawn = drawn if traced else np.asarray(drawn)  # one transfer a draw
+        for i, l in enumerate(rows):
+            z[l] = drawn[i]
+    xp = jnp if traced else np
+    params = []
+    for l, (shape, z_l, sigma_l) in enumerate(zip(net.shapes, z, sigma), start=1):
+        live = net.structure(l).copy()
+        live[0] = False  # the biases start at 0
+        w = xp.where(live, z_l[:shape[0] * shape[1]].reshape(shape) * sigma_l.astype(z_l.dtype), 0)
+        params.append(w if traced else jax.device_put(w))  # (jnp.asarray compiles per shape)
     return tuple(params)
 
 

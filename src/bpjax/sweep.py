@@ -14,16 +14,15 @@ stopped) and the scalars are arrays ``(M,)``. Model ``m``'s result is
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential
+from bpjax.algorithm1 import sequential, sequential_jit
 from bpjax.arguments import prepare
+from bpjax.compilation import batched_jit
 from bpjax.distributed import model_parallel, on_mesh
 from bpjax.loop import (
     CHUNK,
@@ -93,11 +92,11 @@ def _loop_many(net, optimizer, config, axes, loop, data, hyper, n):
 
 
 _STATIC = dict(static_argnames=("net", "optimizer", "config", "axes"), donate_argnames=("loop",))
-_loop_many_jit = jax.jit(_loop_many, **_STATIC)
-_loop_many_sequential_jit = SequentialJit(_loop_many, **_STATIC)
+_loop_many_jit = batched_jit(_loop_many, **_STATIC)
+_loop_many_sequential_jit = sequential_jit(_loop_many, per_network=None, **_STATIC)
 
 
-@partial(jax.jit, static_argnames=("net", "config", "axes", "chunk"))
+@batched_jit(static_argnames=("net", "config", "axes", "chunk"))
 def _initial_many_jit(net, config, axes, data, params, opt_state, epoch, chunk):
     one = lambda data, p, s, e: initial_state(net, config, data, p, s, e, chunk)
     return jax.vmap(one, in_axes=(axes, 0, 0, 0))(data, params, opt_state, epoch)

@@ -112,8 +112,9 @@ import numpy as np
 import optax
 
 from bpjax import minibatch
-from bpjax.algorithm1 import SequentialJit, sequential, vector_width
-from bpjax.arguments import is_traced, prepare
+from bpjax.algorithm1 import sequential, sequential_jit
+from bpjax.arguments import init_state, is_traced, prepare
+from bpjax.compilation import batched_jit
 from bpjax.distributed import data_parallel, on_mesh
 from bpjax.loop import (
     CHUNK,
@@ -121,10 +122,8 @@ from bpjax.loop import (
     check_on_divergence,
     check_progress,
     drive,
-    fresh_state,
     host_result,
     initial_state,
-    initial_state_jit,
     result,
     warn_divergence,
 )
@@ -133,18 +132,22 @@ from bpjax.params import Params
 
 __all__ = ["FitResult", "fit"]
 
-def _run_apart(net, optimizer, config, weights, state, data, hyper, n):
-    """:func:`bpjax.minibatch.run` with the weights ``(params, opt_state)`` given apart from the
-    rest of the loop state: ``state`` is donated (the loop reuses its buffers), the weights
-    are not, so that a fit can start from the caller's arrays without copying them first."""
-    params, opt_state = weights
-    return minibatch.run(net, optimizer, config,
-                         state._replace(params=params, opt_state=opt_state), data, hyper, n)
+# The loop does not donate its state: the first call starts from the weights as given (a
+# copy to donate would cost as much as the buffers donation saves), built without a device call.
+_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"))
+_loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
+_loop_sequential_jit = sequential_jit(minibatch.run, **_LOOP_STATIC)
 
 
-_LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"), donate_argnames=("state",))
-_loop_jit = jax.jit(_run_apart, **_LOOP_STATIC)
-_loop_sequential_jit = SequentialJit(_run_apart, width=vector_width, **_LOOP_STATIC)
+def _start(net, optimizer, config, data, params, opt_state, epoch, chunk):
+    """The loop's state before the first epoch, with the optimizer's initial state if none is
+    given: one compiled call."""
+    if opt_state is None:
+        opt_state = init_state(optimizer, params)
+    return initial_state(net, config, data, params, opt_state, epoch, chunk)
+
+
+_start_jit = batched_jit(_start, static_argnames=("net", "optimizer", "config", "chunk"))
 
 
 def fit(
@@ -248,14 +251,16 @@ def fit(
         net, params, X, Y, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, frozen=frozen, opt_state=opt_state, shuffle=shuffle,
         validation=validation, tol=tol, patience=patience, min_delta=min_delta, loss=loss,
-        weights=weights)
+        weights=weights, defer_init=True)
     if mesh is not None:  # every batch split over the mesh: see bpjax.distributed
         prep = data_parallel(prep, mesh, data_axis)
     config, data, hyper, optimizer = prep.config, prep.data, prep.hyper, prep.optimizer
 
     if is_traced(prep.params, data, hyper, prep.opt_state):
         # Under jax.jit / jax.vmap: one traced loop over all the epochs, NaN-padded histories.
-        loop = initial_state(net, config, data, prep.params, prep.opt_state, prep.epoch,
+        opt_state = init_state(optimizer, prep.params) if prep.opt_state is None else \
+            prep.opt_state
+        loop = initial_state(net, config, data, prep.params, opt_state, prep.epoch,
                              chunk=epochs)
         loop = minibatch.run(net, optimizer, config, loop, data, hyper, epochs)
         return result(config, loop, loop.losses, loop.val_losses)
@@ -263,15 +268,16 @@ def fit(
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
     def run(loop, n):
-        weights, state = (loop.params, loop.opt_state), loop._replace(params=None, opt_state=None)
-        return loop_jit(net, optimizer, config, weights, state, data, hyper, np.int32(n))
+        return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
 
-    if config.restore_best or mesh is not None:  # the best weights are copies; mesh placement
-        loop = initial_state_jit(net, config, data, prep.params, prep.opt_state, prep.epoch,
-                                 chunk=CHUNK)
-    else:  # built on the host: no dispatch before the loop's
-        loop = fresh_state(np, prep.params[0].dtype, prep.epoch, CHUNK)._replace(
-            params=prep.params, opt_state=prep.opt_state)
+    if config.restore_best or prep.opt_state is None and optimizer is not None or \
+            mesh is not None:
+        loop = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state, prep.epoch,
+                          chunk=CHUNK)
+    else:  # nothing to compute: the weights as given and cached constants
+        opt_state = init_state(None, ()) if prep.opt_state is None else prep.opt_state
+        loop = initial_state(net, config, data, prep.params, opt_state, prep.epoch, CHUNK,
+                             cached=True)
     loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
