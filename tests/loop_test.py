@@ -181,18 +181,42 @@ def test_the_optimizer_state_made_in_the_start_is_the_optimizers_init():
                        (given.params, given.opt_state, given.losses))
 
 
-def test_the_cached_start_is_the_computed_one():
+def test_the_start_built_on_the_host_is_the_computed_one():
     from bpjax import arguments
-    from bpjax.loop import CHUNK, initial_state
+    from bpjax.loop import CHUNK, host_start, initial_state, pack
 
     prep, _ = arguments.prepare(
         MLP, PARAMS, X, Y, learning_rate=0.3, epochs=1, batch_size=1, optimizer=None,
         frozen=None, opt_state=optax.EmptyState(), shuffle=None, validation=None, tol=None,
         patience=None, min_delta=0.0)
     args = (MLP, prep.config, prep.data, prep.params, prep.opt_state, 5, CHUNK)
-    cached = initial_state(*args, cached=True)
-    computed = jax.jit(initial_state, static_argnums=(0, 1, 6))(*args)
-    for a, b in zip(jax.tree.leaves(cached), jax.tree.leaves(computed)):
+    host = host_start(prep.params, prep.opt_state, 5, CHUNK)
+    computed = jax.jit(lambda *a: pack(initial_state(*a)),
+                       static_argnums=(0, 1, 6))(*args)
+    for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(computed)):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
-    assert int(cached.epoch) == 5 and cached.params is prep.params  # as given, not copied
+    assert host.params is prep.params  # as given, not copied
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["host", "traced"])
+def test_pack_then_unpack_gives_every_field_back(xp):
+    from bpjax.loop import LoopState, pack, unpack
+
+    rng = np.random.default_rng(3)
+    C = 5
+    state = LoopState(
+        params=PARAMS, opt_state=(), best_params=PARAMS, best_opt_state=(),
+        best_loss=np.float64(0.25), best_epoch=np.int32(3), since_best=np.int32(4),
+        epoch=np.int32(17), done=np.int32(6), count=np.int32(2), losses=rng.random(C),
+        val_losses=rng.random(C), converged=np.bool_(True), stopped_early=np.bool_(False),
+        diverged=np.bool_(True))
+    packed = pack(state, xp=xp)
+    loop = jax.jit(unpack)(packed) if xp is jnp else unpack(packed)
+    for name in LoopState._fields:
+        if name in ("params", "best_params"):
+            assert getattr(loop, name) is not None
+            continue
+        expected, got = getattr(state, name), getattr(loop, name)
+        assert np.asarray(got).dtype.kind == np.asarray(expected).dtype.kind, name
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)

@@ -29,8 +29,10 @@ from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
            "check_on_divergence", "check_progress", "drive", "fresh_state", "host_result",
+           "host_start",
            "initial_state",
-           "initial_state_jit", "result", "run_epochs", "warn_divergence"]
+           "initial_state_jit", "Packed", "host_view", "pack", "result", "run_epochs", "unpack",
+           "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
@@ -154,6 +156,9 @@ def _select(pred, on_true, on_false):
 def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
     """Runs up to ``n`` epochs, fewer if training stops; losses go to ``loop.losses[count]``.
 
+    ``loop`` is a :class:`LoopState`, whose ``count`` and histories are reset first, or a
+    :class:`Packed` one (:func:`host_start`), carried packed through the loop and returned so.
+
     ``one_epoch(params, opt_state, t)`` returns the weights and optimizer state after epoch
     ``t + 1`` (``t`` counts the epochs trained before, in total); this function adds what
     every trainer shares: the loss after each epoch, validation, the stopping rules.
@@ -170,9 +175,6 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
         if stop is not None:
             halt = halt | stop(s.opt_state)
         return (s.count < n) & ~halt & eta_ok
-
-    nan = jnp.full_like(loop.losses, jnp.nan)
-    loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
 
     def body(s):
         params, opt_state = one_epoch(s.params, s.opt_state, s.epoch)
@@ -219,6 +221,11 @@ def run_epochs(net, one_epoch, config, loop, data, hyper, n, stop=None):
             diverged=~finite,
         )
 
+    if isinstance(loop, Packed):  # reset on the host (host_start): the call is the loop
+        return jax.lax.while_loop(lambda p: cond(unpack(p)), lambda p: pack(body(unpack(p))),
+                                  loop)
+    nan = jnp.full_like(loop.losses, jnp.nan)
+    loop = loop._replace(count=jnp.zeros_like(loop.count), losses=nan, val_losses=nan)
     return jax.lax.while_loop(cond, body, loop)
 
 
@@ -236,25 +243,10 @@ def fresh_state(xp, dtype, epoch, chunk, best_loss=None) -> LoopState:
         converged=no, stopped_early=no, diverged=no)
 
 
-@functools.lru_cache(maxsize=32)
-def _fresh_on_device(dtype, epoch: int, chunk: int) -> LoopState:
-    """:func:`fresh_state` as device arrays, made once and shared (the loop that takes them
-    does not donate them)."""
-    return jax.device_put(fresh_state(np, dtype, epoch, chunk))
-
-
-def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=False):
-    """The loop state before the first epoch of a fit call.
-
-    ``cached`` builds it without a device call, for a loop that does not donate its state: the
-    weights and optimizer state as given (not copied), the other fields from
-    :func:`_fresh_on_device`. Not with ``config.restore_best``, whose first candidate's loss
-    needs the device.
-    """
+def initial_state(net, config, data, params, opt_state, epoch, chunk):
+    """The loop state before the first epoch of a fit call (traceable): the weights and
+    optimizer state, with ``patience`` the best ones and their monitored loss."""
     dtype = params[0].dtype
-    if cached:
-        return _fresh_on_device(np.dtype(dtype), int(epoch), chunk)._replace(
-            params=params, opt_state=opt_state)
     best_loss = None
     if config.restore_best:  # the initial weights are candidates too
         X, Y, s = ((data.X_val, data.Y_val, data.s_val) if config.validate
@@ -271,6 +263,81 @@ def initial_state(net, config, data, params, opt_state, epoch, chunk, cached=Fal
 
 
 initial_state_jit = jax.jit(initial_state, static_argnames=("net", "config", "chunk"))
+
+
+# --- fit's loop state in two buffers ---------------------------------------------------------
+#
+# XLA:CPU runs a computation of a few kernels one after the other on one thread, and a larger
+# one as a graph of tasks on its thread pool, which costs tens of microseconds a call on a
+# small machine; and every array returned costs a little, and every array the host reads is
+# read apart. With 13 arrays of state, copied into the loop and out of it, that was most of
+# what a fit call on a small network cost. So :func:`bpjax.fit`'s compiled loop carries its
+# state packed, through the ``lax.while_loop`` too: the weights apart, every scalar and both
+# histories in two vectors, which the host reads at once.
+
+_INT_FIELDS = ("best_epoch", "since_best", "epoch", "done", "count", "converged",
+               "stopped_early", "diverged")
+_FLAGS = ("converged", "stopped_early", "diverged")
+
+
+class Packed(NamedTuple):
+    """A :class:`LoopState` as :func:`bpjax.fit`'s compiled loop carries it.
+
+    ``ints`` ``(8,)`` int32: the fields named in ``_INT_FIELDS`` (flags as 0 and 1).
+    ``floats`` ``(1 + 2C,)`` in the weights' dtype: ``best_loss``, then ``losses`` and
+    ``val_losses`` (``C`` entries each).
+    """
+
+    params: Params
+    opt_state: Any
+    best_params: Params | None
+    best_opt_state: Any
+    ints: Any
+    floats: Any
+
+
+def pack(loop: LoopState, xp=jnp) -> Packed:
+    """``loop`` as a :class:`Packed`; ``xp`` is ``jnp`` (traceable) or ``np`` (on the host)."""
+    ints = xp.stack([xp.asarray(getattr(loop, k), xp.int32) for k in _INT_FIELDS])
+    dtype = loop.losses.dtype
+    floats = xp.concatenate([xp.asarray(loop.best_loss, dtype)[None], loop.losses,
+                             loop.val_losses])
+    return Packed(loop.params, loop.opt_state, loop.best_params, loop.best_opt_state, ints,
+                  floats)
+
+
+def unpack(p: Packed) -> LoopState:
+    """The :class:`LoopState` packed in ``p``: traceable, and on the host (numpy ``ints``
+    and ``floats`` give numpy scalars)."""
+    i, f = p.ints, p.floats
+    C = (f.shape[0] - 1) // 2
+    fields = {k: (i[j] != 0 if k in _FLAGS else i[j]) for j, k in enumerate(_INT_FIELDS)}
+    return LoopState(params=p.params, opt_state=p.opt_state, best_params=p.best_params,
+                     best_opt_state=p.best_opt_state, best_loss=f[0], losses=f[1:1 + C],
+                     val_losses=f[1 + C:], **fields)
+
+
+def host_start(params, opt_state, epoch, chunk: int, best=None) -> Packed:
+    """The packed state before a call of the loop, built on the host: ``epoch`` epochs in all
+    before it, nothing run in this call, NaN histories of length ``chunk``. ``best`` is the
+    :class:`LoopState` of the previous call (its best weights, their loss and epoch, the
+    epochs since, the epochs done), or ``None`` at the start of a fit call (best loss
+    ``inf``)."""
+    dtype = params[0].dtype
+    floats = np.full(1 + 2 * chunk, np.nan, dtype)
+    floats[0] = np.inf if best is None else best.best_loss
+    ints = np.zeros(len(_INT_FIELDS), np.int32)
+    ints[2] = epoch
+    if best is not None:
+        ints[0], ints[1], ints[3] = best.best_epoch, best.since_best, best.done
+        return Packed(params, opt_state, best.best_params, best.best_opt_state, ints, floats)
+    return Packed(params, opt_state, None, None, ints, floats)
+
+
+def host_view(p: Packed) -> LoopState:
+    """The :class:`LoopState` of the compiled loop's output ``p``, its scalars and histories
+    read from the device at once (two arrays); the weights stay where they are."""
+    return unpack(p._replace(ints=to_host(p.ints), floats=to_host(p.floats)))
 
 
 def result(config, loop, losses, val_losses) -> FitResult:
@@ -348,23 +415,28 @@ class _Progress:
             self.bar.close()
 
 
-def drive(run, loop, epochs, progress, desc):
+def drive(run, loop, epochs, progress, desc, view=None):
     """Calls the compiled loop until ``epochs`` epochs ran or training stopped.
 
-    ``run(loop, n)`` runs up to ``n`` more epochs. Returns the final loop state and the loss
-    histories (numpy, ``(..., epochs_run)``, NaN where a model of a sweep had stopped).
+    ``run(loop, n)`` runs up to ``n`` more epochs. ``view(loop)``, if given, turns what ``run``
+    takes and returns into a :class:`LoopState` (:func:`host_view` for a :class:`Packed`).
+    Returns the final loop state (as ``view`` sees it) and the loss histories (numpy,
+    ``(..., epochs_run)``, NaN where a model of a sweep had stopped).
     """
+    view = view or (lambda s: s)
     losses, val_losses = [], []
     bar = _Progress(progress, epochs, desc)
+    seen = None
     try:
         remaining, per_epoch = epochs, None
         while remaining > 0:
             n = min(remaining, bar.epochs_per_call(per_epoch))
             t0 = time.perf_counter()
             loop = run(loop, n)
+            seen = view(loop)
             count, loss, val_loss, converged, stopped_early, diverged = map(to_host, (
-                loop.count, loop.losses, loop.val_losses, loop.converged, loop.stopped_early,
-                loop.diverged))
+                seen.count, seen.losses, seen.val_losses, seen.converged, seen.stopped_early,
+                seen.diverged))
             ran = int(np.max(count))
             per_epoch = (time.perf_counter() - t0) / max(ran, 1)
             losses.append(loss[..., :ran])
@@ -376,7 +448,7 @@ def drive(run, loop, epochs, progress, desc):
                 break
     finally:
         bar.close()
-    return loop, losses, val_losses
+    return (view(loop) if seen is None else seen), losses, val_losses
 
 
 

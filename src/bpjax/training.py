@@ -123,7 +123,10 @@ from bpjax.loop import (
     check_progress,
     drive,
     host_result,
+    host_start,
+    host_view,
     initial_state,
+    pack,
     result,
     warn_divergence,
 )
@@ -135,19 +138,20 @@ __all__ = ["FitResult", "fit"]
 # The loop does not donate its state: the first call starts from the weights as given (a
 # copy to donate would cost as much as the buffers donation saves), built without a device call.
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"))
-_loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
-_loop_sequential_jit = sequential_jit(minibatch.run, **_LOOP_STATIC)
 
 
 def _start(net, optimizer, config, data, params, opt_state, epoch, chunk):
-    """The loop's state before the first epoch, with the optimizer's initial state if none is
-    given: one compiled call."""
+    """The loop's packed state before the first epoch, with the optimizer's initial state if
+    none is given and the initial weights' loss as the best one (``patience``): one compiled
+    call."""
     if opt_state is None:
         opt_state = init_state(optimizer, params)
-    return initial_state(net, config, data, params, opt_state, epoch, chunk)
+    return pack(initial_state(net, config, data, params, opt_state, epoch, chunk))
 
 
 _start_jit = batched_jit(_start, static_argnames=("net", "optimizer", "config", "chunk"))
+_loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
+_loop_sequential_jit = sequential_jit(minibatch.run, **_LOOP_STATIC)
 
 
 def fit(
@@ -267,18 +271,24 @@ def fit(
 
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
-    def run(loop, n):
-        return loop_jit(net, optimizer, config, loop, data, hyper, np.int32(n))  # no dispatch
+    started = False
+
+    def run(packed, n):
+        nonlocal started
+        if started:  # the state a call returned: reset on the host for the next one
+            seen = host_view(packed)
+            packed = host_start(packed.params, packed.opt_state, int(seen.epoch), CHUNK, seen)
+        started = True
+        return loop_jit(net, optimizer, config, packed, data, hyper, np.int32(n))
 
     if config.restore_best or prep.opt_state is None and optimizer is not None or \
             mesh is not None:
-        loop = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state, prep.epoch,
-                          chunk=CHUNK)
-    else:  # nothing to compute: the weights as given and cached constants
+        packed = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state,
+                            prep.epoch, chunk=CHUNK)
+    else:  # nothing to compute: the weights as given, the rest built on the host
         opt_state = init_state(None, ()) if prep.opt_state is None else prep.opt_state
-        loop = initial_state(net, config, data, prep.params, opt_state, prep.epoch, CHUNK,
-                             cached=True)
-    loop, losses, val_losses = drive(run, loop, epochs, progress, "fit")
+        packed = host_start(prep.params, opt_state, prep.epoch, CHUNK)
+    loop, losses, val_losses = drive(run, packed, epochs, progress, "fit", view=host_view)
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
         r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
