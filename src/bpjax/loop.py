@@ -12,7 +12,6 @@ bar, and :func:`result` turns the final state into a :class:`FitResult`.
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from functools import partial
