@@ -71,14 +71,17 @@ class FitResult(NamedTuple):
       diverged_epoch: the epoch of this call (1-based) whose loss was not finite, which was
         not kept (``epochs_run + 1``); 0 if none.
 
-    Under ``jax.jit`` or ``jax.vmap`` (and from :func:`bpjax.sweep`) the scalars are arrays
-    and ``losses`` has shape ``(epochs,)``, padded with NaN after the last epoch kept.
+    Called eagerly, :func:`fit` (and :func:`bpjax.levenberg_marquardt`) return the scalars as
+    Python ``int`` and ``bool`` and the histories as numpy arrays: they are read from the
+    device once, at the end. Under ``jax.jit`` or ``jax.vmap`` (and from :func:`bpjax.sweep`)
+    the scalars are arrays and ``losses`` has shape ``(epochs,)``, padded with NaN after the
+    last epoch kept.
     """
 
     params: Params
     opt_state: Any
-    losses: jax.Array
-    val_losses: jax.Array | None
+    losses: jax.Array | np.ndarray
+    val_losses: jax.Array | np.ndarray | None
     epoch: int
     epochs_run: int
     best_epoch: int
@@ -364,15 +367,16 @@ _SCALARS = ("epoch", "done", "best_epoch", "converged", "stopped_early", "diverg
 
 def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
     """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
-    into arrays and the scalars made Python ints and bools.
+    into numpy arrays and the scalars made Python ints and bools.
 
     The scalars are read from the host once each (they are ready: :func:`drive` has waited
     for them) and combined there: no operation is dispatched for them.
     """
-    # device_put, not jnp.asarray: a history of a new length must not compile anything
-    losses = jax.device_put(np.concatenate(losses) if losses else np.zeros(0, dtype))
-    val_losses = (jax.device_put(np.concatenate(val_losses) if val_losses else
-                                 np.zeros(0, dtype)) if config.validate else None)
+    # numpy: the histories were read from the device already, and putting them back would
+    # cost more than a small network's epoch (jnp.asarray even compiles for each new length)
+    losses = np.concatenate(losses) if losses else np.zeros(0, dtype)
+    val_losses = (np.concatenate(val_losses) if val_losses else np.zeros(0, dtype)) \
+        if config.validate else None
     loop = loop._replace(**{k: to_host(getattr(loop, k)) for k in _SCALARS})
     r = result(config, loop, losses, val_losses)
     return r._replace(
