@@ -484,3 +484,23 @@ def test_bad_input_is_a_clear_error_before_any_work(bad, error, message):
     with count_compiles() as compiles, pytest.raises(error, match=message):
         bp.fit(args.pop("net"), args.pop("params"), args.pop("X"), args.pop("Y"), **args)
     assert compiles == []  # raised before compiling (or running) anything
+
+
+def test_finiteness_is_checked_again_for_every_array_that_could_have_changed():
+    # JAX arrays found finite are remembered by identity (they cannot change); a numpy array
+    # can change in place, and a new JAX array is a new object: both are checked again.
+    Xn = np.asarray(X, np.float64).copy()
+    bp.fit(MLP, PARAMS, Xn, Y, learning_rate=0.5, epochs=1)
+    Xn[3, 1] = np.nan  # the same numpy object, changed in place
+    with pytest.raises(ValueError, match=r"X holds 1 NaN/Inf value\(s\), first at index \(3, 1\)"):
+        bp.fit(MLP, PARAMS, Xn, Y, learning_rate=0.5, epochs=1)
+    Xj = jnp.asarray(X)
+    bp.fit(MLP, PARAMS, Xj, Y, learning_rate=0.5, epochs=1)
+    bp.fit(MLP, PARAMS, Xj, Y, learning_rate=0.5, epochs=1)  # remembered: no check, same result
+    with pytest.raises(ValueError, match=r"X holds 1 NaN/Inf value\(s\), first at index \(0, 2\)"):
+        bp.fit(MLP, PARAMS, Xj.at[0, 2].set(jnp.inf), Y, learning_rate=0.5, epochs=1)
+    for _ in range(3):  # freed arrays leave the memo: their ids cannot vouch for new ones
+        del Xj
+        Xj = jnp.asarray(np.where(np.arange(3) == 0, np.nan, np.asarray(X)))
+        with pytest.raises(ValueError, match=r"X holds 7 NaN/Inf"):
+            bp.fit(MLP, PARAMS, Xj, Y, learning_rate=0.5, epochs=1)

@@ -281,9 +281,9 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
                 if is_traced(opt_state) else _check_opt_state_many(optimizer, opt_state, params)
 
     steps = -(-N // B)
-    needs = extra_args(optimizer, params,
-                       state_shape(optimizer, params) if opt_state is None else opt_state,
-                       many=models is not None)
+    needs = "" if optimizer is None else extra_args(
+        optimizer, params, state_shape(optimizer, params) if opt_state is None else opt_state,
+        many=models is not None)
     if needs == "value_fn" and B != N:
         raise ValueError(
             f"this optimizer searches along a line (its update needs value_fn=, like "
