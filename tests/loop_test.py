@@ -3,6 +3,7 @@ the weights returned (losses, val_losses, epoch, best_epoch), with validation an
 
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -220,3 +221,32 @@ def test_pack_then_unpack_gives_every_field_back(xp):
         expected, got = getattr(state, name), getattr(loop, name)
         assert np.asarray(got).dtype.kind == np.asarray(expected).dtype.kind, name
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(learning_rate=0.5, epochs=150),
+    dict(learning_rate=0.5, epochs=200, patience=70, validation=(X, 0.5 * Y)),
+    dict(epochs=130, batch_size=3, optimizer=optax.adam(0.05), tol=1e-3),
+], ids=["plain", "patience across calls", "adam"])
+def test_eager_fit_in_chunks_is_the_traced_fit_in_one_loop(kwargs):
+    # Eagerly, fit runs its loop in calls of at most CHUNK epochs, its state packed and reset
+    # on the host between them; under jax.jit it is one traced loop of LoopStates.
+    from bpjax.loop import CHUNK
+
+    epochs = kwargs["epochs"]
+    assert epochs > CHUNK
+    eager = bp.fit(MLP, PARAMS, X, Y, **kwargs)
+    traced = jax.jit(lambda p: bp.fit(MLP, p, X, Y, **kwargs))(PARAMS)
+    if "patience" in kwargs:  # the best epoch in the first call, the stop in a later one
+        assert 0 < eager.best_epoch < CHUNK < eager.epochs_run and eager.stopped_early
+    for name in ("epoch", "epochs_run", "best_epoch", "converged", "stopped_early", "diverged",
+                 "diverged_epoch"):
+        assert getattr(eager, name) == getattr(traced, name).item(), name
+    run = eager.epochs_run
+    np.testing.assert_allclose(eager.losses, np.asarray(traced.losses)[:run], rtol=1e-12)
+    assert np.all(np.isnan(np.asarray(traced.losses)[run:]))
+    if "validation" in kwargs:
+        np.testing.assert_allclose(eager.val_losses, np.asarray(traced.val_losses)[:run],
+                                   rtol=1e-12)
+    chex.assert_trees_all_close((eager.params, eager.opt_state),
+                                (traced.params, traced.opt_state), rtol=1e-12, atol=1e-14)
