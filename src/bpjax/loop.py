@@ -7,7 +7,9 @@ epoch does to the weights; :func:`run_epochs` runs epochs inside one ``lax.while
 what they all share: the loss after each epoch, the validation loss, and the stopping rules
 (``tol``, ``patience``, divergence) described in :mod:`bpjax.training`. :func:`drive` calls the
 compiled loop in chunks of at most :data:`CHUNK` epochs from Python, with an optional progress
-bar, and :func:`result` turns the final state into a :class:`FitResult`.
+bar, and :func:`result` turns the final state into a :class:`FitResult`. :func:`bpjax.fit`'s
+loop carries its state as a :class:`Packed` one (the weights, then two vectors), built on the
+host by :func:`host_start` and read back by :func:`host_view`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ from bpjax.losses import SQUARED
 from bpjax.params import Params
 
 __all__ = ["CHUNK", "Config", "Data", "DivergenceWarning", "FitResult", "Hyper", "LoopState",
-           "check_on_divergence", "check_progress", "drive", "fresh_state", "host_result",
-           "host_start",
-           "initial_state",
-           "initial_state_jit", "Packed", "host_view", "pack", "result", "run_epochs", "unpack",
-           "warn_divergence"]
+           "Packed", "check_on_divergence", "check_progress", "drive", "fresh_state",
+           "host_result", "host_start", "host_view", "initial_state", "initial_state_jit", "pack",
+           "result", "run_epochs", "unpack", "warn_divergence"]
 
 CHUNK = 64  # epochs per call of the compiled loop (the size of its loss buffer)
 _PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes
