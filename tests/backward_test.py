@@ -173,15 +173,76 @@ def test_no_autodiff_on_the_gradient_path():
     banned = {"grad", "vjp", "jvp", "value_and_grad", "linearize", "jacfwd", "jacrev", "hessian"}
     paths = sorted(pathlib.Path(bpjax.__file__).parent.glob("*.py"))
     assert {"apply.py", "backward.py"} <= {p.name for p in paths}  # the custom VJP too
+    custom = set()  # (module, function) of every jax.custom_vjp / custom_jvp
     for path in paths:
         if path.name == "gradcheck.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in banned:
                 raise AssertionError(f"{path.name}:{node.lineno} uses jax.{node.attr}")
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jax"):
                 used = banned & {alias.name for alias in node.names}
                 assert not used, f"{path.name}:{node.lineno} imports {used}"
+        for node in tree.body:  # the module's functions, nested definitions included
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(inner, ast.Attribute) and inner.attr in ("custom_vjp",
+                                                                        "custom_jvp")
+                    for inner in ast.walk(node)):
+                custom.add((path.name, node.name))
+    # A custom VJP only registers a hand-written backward pass as the derivative JAX uses;
+    # these two are checked against autodiff of plain JAX code (apply_test.py, and
+    # test_loss_by_hand_differentiates_by_equations_2_to_4 below). A new one needs the same.
+    assert custom == {("apply.py", "phi_theta"), ("backward.py", "loss_by_hand")}, custom
+
+
+# An activation JAX cannot differentiate (its derivative through autodiff is 0), with the
+# derivative written by hand: a gradient taken by autodiff through the network would differ
+# from one taken by equations (2)-(4), which use dphi.
+OPAQUE = bp.Activation("opaque_tanh", lambda a: jax.lax.stop_gradient(jnp.tanh(a)),
+                       lambda a: 1 - jnp.tanh(a) ** 2)
+
+
+def test_loss_by_hand_differentiates_by_equations_2_to_4():
+    # optax's line searches call jax.value_and_grad(value_fn) themselves: the custom VJP of
+    # loss_by_hand must give them the hand-written gradient, not autodiff through the network
+    from bpjax.backward import loss_by_hand
+
+    net = bp.Network(3, [bp.Layer(4, OPAQUE), bp.Layer(2, "identity")])
+    same = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, "identity")])
+    params = random_params(net, 21)
+    X, Y = random_data(net, 6, 21)
+    f, _ = loss_by_hand(net, X, Y, scale=2.0)
+    value, grads = jax.jit(jax.value_and_grad(f))(params)
+    np.testing.assert_allclose(value, 2.0 * float(bp.loss(same, params, X, Y)), rtol=1e-13)
+    assert_close_to_reference(grads, [2.0 * g for g in reference_grad(same, params, X, Y)])
+    through = jax.grad(lambda p: bp.loss(net, p, X, Y))(params)  # autodiff: blind to dphi
+    assert np.all(np.asarray(through[0]) == 0)
+
+
+def test_an_optimizer_differentiating_value_fn_gets_equations_2_to_4():
+    # An optimizer that ignores G_B and takes jax.value_and_grad of value_fn itself, as
+    # optax's line searches do: through fit it must still step along the hand-written
+    # gradient, so the opaque network trains as the tanh one does with the plain step
+    import optax
+
+    def descend_by_value_fn(eta):
+        def update(updates, state, params=None, *, value_fn, **extra):
+            _, g = jax.value_and_grad(value_fn)(params)
+            return jax.tree.map(lambda gi: -eta * gi, g), state
+
+        return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+    net = bp.Network(3, [bp.Layer(4, OPAQUE), bp.Layer(2, "identity")])
+    same = bp.Network(3, [bp.Layer(4, "tanh"), bp.Layer(2, "identity")])
+    params = random_params(net, 22)
+    X, Y = random_data(net, 8, 22)
+    opaque = bp.fit(net, params, X, Y, optimizer=descend_by_value_fn(0.3), batch_size=None,
+                    epochs=4)
+    plain = bp.fit(same, params, X, Y, learning_rate=0.3, batch_size=None, epochs=4)
+    assert_close_to_reference(opaque.params, plain.params, rtol=1e-12)
+    np.testing.assert_allclose(opaque.losses, plain.losses, rtol=1e-12)
+    assert np.max(np.abs(np.asarray(opaque.params[0]) - np.asarray(params[0]))) > 1e-3
 
 
 # --- DAGs -------------------------------------------------------------------------------------

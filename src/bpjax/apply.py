@@ -34,7 +34,9 @@ axes, and inside ``jax.shard_map`` (see :func:`backward_pass`). The argument che
 when the call is traced (or at each eager call), outside the function that carries the
 custom VJP.
 
-No automatic differentiation is used here: :mod:`bpjax.backward` computes every derivative.
+No automatic differentiation is used here: :mod:`bpjax.backward` computes every derivative,
+equations (2)-(4); ``jax.custom_vjp`` only registers them (:func:`backward_pass`) as the
+derivative JAX returns.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ every consumer — the sum over paths of the chain rule. Layers are visited from
 absent connections) get a gradient of exactly 0.
 
 No automatic differentiation is used here: JAX's autodiff only checks this module, in the
-tests and in :mod:`bpjax.gradcheck`.
+tests and in :mod:`bpjax.gradcheck`. The one ``jax.custom_vjp`` (:func:`loss_by_hand`) does
+not differentiate anything: it registers this module's gradient, equations (2)-(4), as the
+derivative JAX returns when an optax optimizer differentiates the loss itself.
 """
 
 from __future__ import annotations
