@@ -30,15 +30,14 @@ def to_mlp(params) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(w[1:]), np.asarray(w[0])) for w in params]
 
 
-def mlp_loss_np(mlp, X, Y, hidden=np.tanh, activations=None) -> float:
+def mlp_loss_np(mlp, X, Y, activations=None) -> float:
     """Loss (1), ``1/(2N) Σ_i ‖φ_θ(x_i) − y_i‖²``, in float64 numpy: the common yardstick.
 
-    ``activations``: one spec per layer (see :func:`layer_function`); default ``hidden`` on
-    the hidden layers and the identity on the output.
+    ``activations``: one spec per layer (see :func:`layer_function`); default tanh on the
+    hidden layers and the identity on the output.
     """
-    phis = _numpy_layers(mlp, activations, hidden)
     h = np.asarray(X, np.float64)
-    for (W, b), (phi, _) in zip(mlp, phis):
+    for (W, b), (phi, _) in zip(mlp, _numpy_layers(mlp, activations)):
         h = phi(h @ np.asarray(W, np.float64) + np.asarray(b, np.float64))
     r = h - np.asarray(Y, np.float64).reshape(h.shape)
     return float(0.5 * np.sum(r * r) / r.shape[0])
@@ -51,14 +50,16 @@ def _np_logistic(a):
     return 0.5 * (1 + np.tanh(0.5 * a))  # = 1 / (1 + e^{-a}), without overflow
 
 
-# name -> (φ, ∂φ/∂a) in numpy, and φ in JAX: the competitors' own, written without bpjax.
+# name -> (φ(a), ∂φ/∂a as a function of (a, φ)) in numpy, and φ in JAX: the competitors' own,
+# written without bpjax; each derivative from what the forward pass already has (tanh' =
+# 1 − φ², logistic' = φ(1 − φ)), as a numpy user writes it.
 NUMPY_ACTIVATIONS = {
-    "identity": (lambda a: a, np.ones_like),
-    "tanh": (np.tanh, lambda a: 1 - np.tanh(a) ** 2),
-    "logistic": (_np_logistic, lambda a: _np_logistic(a) * (1 - _np_logistic(a))),
-    "relu": (lambda a: np.maximum(a, 0), lambda a: (a > 0).astype(a.dtype)),
-    "softplus": (lambda a: np.logaddexp(a, 0), _np_logistic),
-    "square": (lambda a: a * a, lambda a: 2 * a),
+    "identity": (lambda a: a, lambda a, phi: np.ones_like(a)),
+    "tanh": (np.tanh, lambda a, phi: 1 - phi * phi),
+    "logistic": (_np_logistic, lambda a, phi: phi * (1 - phi)),
+    "relu": (lambda a: np.maximum(a, 0), lambda a, phi: (a > 0).astype(a.dtype)),
+    "softplus": (lambda a: np.logaddexp(a, 0), lambda a, phi: _np_logistic(a)),
+    "square": (lambda a: a * a, lambda a, phi: 2 * a),
 }
 JAX_ACTIVATIONS = {
     "identity": lambda a: a, "tanh": jnp.tanh, "logistic": jax.nn.sigmoid,
@@ -77,23 +78,24 @@ def layer_function(spec, table, where):
     names = list(dict.fromkeys(spec))
     masks = [np.array([s == n for s in spec]) for n in names]
 
-    def mixed(a):
-        out = table[names[0]](a)
+    def mixed(*args):
+        out = table[names[0]](*args)
         for n, m in zip(names[1:], masks[1:]):
-            out = where(m, table[n](a), out)
+            out = where(m, table[n](*args), out)
         return out
 
     return mixed
 
 
-def _numpy_layers(mlp, activations, hidden=np.tanh):
-    """``(φ, ∂φ/∂a)`` per layer: from ``activations``, or ``hidden`` then the identity."""
+def _numpy_layers(mlp, activations=None):
+    """``(φ, ∂φ/∂a)`` per layer from ``activations`` (default: tanh, then the identity); the
+    derivative takes ``(a, φ)``, and is ``None`` for an identity layer (nothing to multiply)."""
     if activations is None:
-        out = [(hidden, None)] * (len(mlp) - 1) + [NUMPY_ACTIVATIONS["identity"]]
-        return out
+        activations = ("tanh",) * (len(mlp) - 1) + ("identity",)
     phis = {n: f for n, (f, _) in NUMPY_ACTIVATIONS.items()}
     dphis = {n: d for n, (_, d) in NUMPY_ACTIVATIONS.items()}
-    return [(layer_function(s, phis, np.where), layer_function(s, dphis, np.where))
+    return [(layer_function(s, phis, np.where),
+             None if s == "identity" else layer_function(s, dphis, np.where))
             for s in activations]
 
 
@@ -188,8 +190,8 @@ def numpy_sgd(mlp, X, Y, lr: float, epochs: int, activations=None):
     """A plain numpy per-sample SGD loop, hand-written backward pass, updates in place.
 
     ``activations``: one spec per layer (see :func:`layer_function`), each with its
-    derivative from :data:`NUMPY_ACTIVATIONS`; default tanh hidden layers (``tanh' = 1 −
-    tanh²``, from the outputs) and the identity on the output.
+    derivative from :data:`NUMPY_ACTIVATIONS`; default tanh hidden layers and the identity on
+    the output.
 
     Returns the trained ``[(W, b), ...]`` (copies of the inputs, dtype kept).
     """
@@ -205,17 +207,16 @@ def numpy_sgd(mlp, X, Y, lr: float, epochs: int, activations=None):
                 acts.append(phis[-1] @ W + b)
                 phis.append(f(acts[-1]))
             delta = phis[-1] - y  # ∂/∂φ^L of ½‖φ^L − y‖²
-            if activations is not None:
-                delta = delta * fs[-1][1](acts[-1])
+            if fs[-1][1] is not None:
+                delta = delta * fs[-1][1](acts[-1], phis[-1])
             for l in range(L - 1, -1, -1):
                 W, b = mlp[l]
                 back = W @ delta if l > 0 else None
                 W -= lr * np.outer(phis[l], delta)
                 b -= lr * delta
                 if l > 0:
-                    dphi = fs[l - 1][1](acts[l - 1]) if activations is not None else \
-                        1 - phis[l] * phis[l]  # tanh' = 1 − tanh²
-                    delta = back * dphi
+                    dphi = fs[l - 1][1]
+                    delta = back if dphi is None else back * dphi(acts[l - 1], phis[l])
     return mlp
 
 

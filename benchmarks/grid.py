@@ -161,10 +161,8 @@ def _data(shape: Shape, N: int, seed: int):
     return X.astype(shape.dtype), Y.astype(shape.dtype)
 
 
-def _factories(shape: Shape, cfg: dict, seed: int,
-               cpu: dict | None = None) -> dict[str, Callable[[], Runner]]:
-    """The competitors of ``shape``; with ``cpu``, each call's process CPU time is appended to
-    ``cpu[name]`` (the first call included)."""
+def _factories(shape: Shape, cfg: dict, seed: int) -> dict[str, Callable[[], Runner]]:
+    """The competitors of ``shape`` (the harness records each call's process CPU time)."""
     N, lr = cfg["N"], cfg["learning_rate"]
     net = shape.net
     with _x64(shape.dtype):
@@ -208,26 +206,9 @@ def _factories(shape: Shape, cfg: dict, seed: int,
                       loss_of, "cpu")
 
     E = cfg["epochs_long"]
-    factories = {"bp.fit": partial(fit, 1), "jax.grad in lax.scan": partial(scan, 1),
-                 "numpy loop": numpy_loop, f"bp.fit ×{E} epochs": partial(fit, E),
-                 f"jax.grad in lax.scan ×{E} epochs": partial(scan, E)}
-    if cpu is None:
-        return factories
-    return {name: partial(_cpu_timed, make, cpu.setdefault(name, []))
-            for name, make in factories.items()}
-
-
-def _cpu_timed(make: Callable[[], Runner], times: list) -> Runner:
-    """``make()``'s runner, each call's process CPU time appended to ``times``."""
-    runner = make()
-
-    def run():
-        t0 = time.process_time()
-        out = runner.run()
-        times.append(time.process_time() - t0)
-        return out
-
-    return dataclasses.replace(runner, run=run)
+    return {"bp.fit": partial(fit, 1), "jax.grad in lax.scan": partial(scan, 1),
+            "numpy loop": numpy_loop, f"bp.fit ×{E} epochs": partial(fit, E),
+            f"jax.grad in lax.scan ×{E} epochs": partial(scan, E)}
 
 
 # --------------------------------------------------------------------------- the floor
@@ -334,13 +315,12 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
     shapes = [(s, False) for s in SHAPES[:cfg["shapes"]]]
     shapes += [(s, True) for s in HELD_OUT[:cfg["held_out"]]]
     rows, out, failed = [], [], []
+    E = cfg["epochs_long"]
     for i, (shape, held_out) in enumerate(shapes):
         log(f"  {shape.name} {shape.dtype}{' (held out)' if held_out else ''}")
-        cpu: dict[str, list] = {}
-        t = interleave(_factories(shape, cfg, 100 + i, cpu), repeats, log=lambda s: None)
-        cpu_median = {k: statistics.median(v[1:]) for k, v in cpu.items()}  # first call out
+        t = interleave(_factories(shape, cfg, 100 + i), repeats, log=lambda s: None)
+        cpu_median = {k: statistics.median(tm.cpu_s) for k, tm in t.items()}
         fl = floor(shape, N, peaks[shape.dtype])
-        E = cfg["epochs_long"]
         ok, gap = _same_work(t, shape.dtype, E)
         if not ok:
             failed.append(f"{shape.name} {shape.dtype}: {gap:.1f}× the tolerance")
@@ -383,7 +363,6 @@ def run(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
             "yes" if ok else f"NO ({gap:.1f}× tol.)",
         ])
     summary = summarize(out)
-    E = cfg["epochs_long"]
     return {
         "tables": [
             {"title": f"per shape: µs per sample step (median of {repeats} interleaved rounds, "

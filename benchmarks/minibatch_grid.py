@@ -39,7 +39,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bpjax as bp
-from benchmarks.harness import Runner, interleave, ratio
+from benchmarks import baselines
+from benchmarks.harness import Runner, device_label, interleave, ratio
 from benchmarks.report import target
 
 # (label, D, [(N_l, activation or per-neuron tuple), ...], dtype): widths 2-512, depths 1-5,
@@ -62,36 +63,8 @@ SHAPES = [
 # issue 14's cells: (shape index, B) trained with Adam, besides the grid of B
 ISSUE_CELLS = [(0, 32), (1, 64), (2, 128)]
 
-PLAIN_PHI = {  # JAX's own functions for the baseline, not bpjax's
-    "identity": lambda a: a,
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "logistic": jax.nn.sigmoid,
-    "softplus": jax.nn.softplus,
-}
-
-
 def network(D: int, layers) -> bp.Network:
     return bp.Network(D, [bp.Layer(n, act) for n, act in layers])
-
-
-def plain_forward(layers) -> Callable:
-    """``φ_θ(X)`` of the plain JAX MLP ``[(W, b), ...]``; a per-neuron mix by ``jnp.where``."""
-    def phi(act, a):
-        if isinstance(act, str):
-            return PLAIN_PHI[act](a)
-        out = PLAIN_PHI[act[0]](a)
-        for name in dict.fromkeys(act[1:]):
-            out = jnp.where(np.array([x == name for x in act]), PLAIN_PHI[name](a), out)
-        return out
-
-    def forward(mlp, X):
-        h = X
-        for (W, b), (_, act) in zip(mlp, layers):
-            h = phi(act, h @ W + b)
-        return h
-
-    return forward
 
 
 def plain_trainer(forward, optimizer, N: int, B: int, epochs: int) -> Callable:
@@ -128,13 +101,6 @@ def _data(N, D, d, dtype, seed):
     return X, Y
 
 
-def _loss64(forward, mlp, X, Y) -> float:
-    with jax.enable_x64(True):
-        mlp = [(jnp.asarray(W, jnp.float64), jnp.asarray(b, jnp.float64)) for W, b in mlp]
-        r = forward(mlp, jnp.asarray(X, jnp.float64)) - jnp.asarray(Y, jnp.float64)
-        return float(0.5 * jnp.sum(r * r) / X.shape[0])
-
-
 def cell_factories(shape, B: int, opt: str, cfg: dict) -> dict[str, Callable[[], Runner]]:
     """The two competitors of one cell of the grid (shape × B × optimizer)."""
     label, D, layers, dtype = shape
@@ -143,9 +109,10 @@ def cell_factories(shape, B: int, opt: str, cfg: dict) -> dict[str, Callable[[],
     with jax.enable_x64(x64):
         net = network(D, layers)
         params = bp.init(net, jax.random.key(sum(n for n, _ in layers)), dtype=dtype)
-        mlp = [(np.asarray(w[1:]), np.asarray(w[0])) for w in params]
+        mlp = baselines.to_mlp(params)
         X, Y = _data(N, D, layers[-1][0], dtype, seed=D)
-    forward = plain_forward(layers)
+    activations = [act for _, act in layers]
+    forward = baselines.jax_mlp(activations)  # a mix: one select per function past the first
     plain_opt = optax.adam(cfg["adam_learning_rate"]) if opt == "adam" else optax.sgd(eta)
     fit_kwargs = (dict(optimizer=plain_opt) if opt == "adam"
                   else dict(optimizer=None, learning_rate=eta))
@@ -156,8 +123,8 @@ def cell_factories(shape, B: int, opt: str, cfg: dict) -> dict[str, Callable[[],
                 return fn()
         return run
 
-    def finish(mlp_out):
-        return {"final_loss": _loss64(forward, mlp_out, X, Y)}
+    def finish(mlp_out):  # loss (1) in float64 numpy, the grid's yardstick
+        return {"final_loss": baselines.mlp_loss_np(mlp_out, X, Y, activations=activations)}
 
     def bpjax_fit():
         with jax.enable_x64(x64):
@@ -167,7 +134,8 @@ def cell_factories(shape, B: int, opt: str, cfg: dict) -> dict[str, Callable[[],
             r = bp.fit(net, params, Xj, Yj, batch_size=B, epochs=E, **fit_kwargs)
             return jax.block_until_ready(r)
 
-        return Runner(in_x64(run), lambda r: finish([(w[1:], w[0]) for w in r.params]))
+        return Runner(in_x64(run), lambda r: finish(baselines.to_mlp(r.params)),
+                      device_label())
 
     def plain():
         with jax.enable_x64(x64):
@@ -179,7 +147,7 @@ def cell_factories(shape, B: int, opt: str, cfg: dict) -> dict[str, Callable[[],
             state = plain_opt.init(mlp_j)
             return jax.block_until_ready(train(mlp_j, state, Xj, Yj))
 
-        return Runner(in_x64(run), lambda out: finish(out[0][0]))
+        return Runner(in_x64(run), lambda out: finish(out[0][0]), device_label())
 
     return {"bpjax.fit": bpjax_fit, "jax.grad + optax in lax.scan": plain}
 
@@ -234,7 +202,6 @@ def run_grid(cfg: dict, repeats: int, log: Callable[[str], None]) -> dict:
     worst_cpu, median_cpu = min(cpu_ratios), statistics.median(cpu_ratios)
     return {
         "reference": ref,
-        "ratios": {"worst": worst, "median": median},
         "tables": [{
             "title": "bp.fit(batch_size=B) against jax.grad + optax in lax.scan, per cell",
             "columns": ["shape", "dtype", "B", "optimizer", "steps", "bpjax (µs/step)",

@@ -23,20 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness, minibatch_grid, overhead, report  # noqa: E402
+from benchmarks import harness, report  # noqa: E402
 from benchmarks.workloads import WORKLOADS, Workload  # noqa: E402
-
-WORKLOADS = {**WORKLOADS, **{w.key: w for w in [  # issue 14's workloads, from their modules
-    Workload("MINIBATCH", "minibatches and optimizers over a grid of shapes vs jax.grad + optax",
-             minibatch_grid.config, "bpjax.fit", custom=minibatch_grid.run_grid,
-             skipped_targets=minibatch_grid.targets),
-    Workload("OVERHEAD", "eager calls on a tiny net vs jitted jax.grad", overhead.overhead_config,
-             overhead.REFERENCE, custom=overhead.overhead_run,
-             skipped_targets=overhead.overhead_targets),
-    Workload("COMPILE", "compile times: init, fit, backprop on an 11-layer net",
-             overhead.compile_config, "bp.init", custom=overhead.compile_run,
-             skipped_targets=overhead.compile_targets),
-]}}
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -23,6 +23,8 @@ from benchmarks import baselines as B
 from benchmarks import classification as C
 from benchmarks import grid as G
 from benchmarks import jacobian as J
+from benchmarks import minibatch_grid as M
+from benchmarks import overhead as O
 from benchmarks.harness import Runner, Timing, interleave, loglog_slope, ratio
 from benchmarks.report import target
 
@@ -613,5 +615,14 @@ WORKLOADS: dict[str, Workload] = {
                  skipped_targets=G.targets),
         Workload("W8", "per-sample softmax cross-entropy (Algorithm 1), 64-128-10 tanh",
                  C.w8_config, "bpjax.fit", C.w8_factories, C.w8_summary, _missing_fit),
+        Workload("MINIBATCH",
+                 "minibatches and optimizers over a grid of shapes vs jax.grad + optax",
+                 M.config, "bpjax.fit", custom=M.run_grid, skipped_targets=M.targets),
+        Workload("OVERHEAD", "eager calls on a tiny net vs jitted jax.grad",
+                 O.overhead_config, O.REFERENCE, custom=O.overhead_run,
+                 skipped_targets=O.overhead_targets),
+        Workload("COMPILE", "compile times: init, fit, backprop on an 11-layer net",
+                 O.compile_config, "bp.init", custom=O.compile_run,
+                 skipped_targets=O.compile_targets),
     ]
 }

@@ -315,7 +315,9 @@ def test_the_minibatch_baseline_takes_the_steps_of_fit(opt):
     params = bp.init(net, jax.random.key(0), dtype=jnp.float64)
     X, Y = G._data(8, 3, 2, "float64", seed=0)
     optimizer = optax.adam(1e-2) if opt == "adam" else optax.sgd(0.5)
-    train = G.plain_trainer(G.plain_forward(layers), optimizer, 8, 4, 3)
+    from benchmarks.baselines import jax_mlp
+
+    train = G.plain_trainer(jax_mlp([act for _, act in layers]), optimizer, 8, 4, 3)
     mlp = [(w[1:], w[0]) for w in params]
     (out, _), losses = train(mlp, optimizer.init(mlp), jnp.asarray(X), jnp.asarray(Y))
     kwargs = dict(optimizer=optimizer) if opt == "adam" else dict(learning_rate=0.5)
@@ -336,3 +338,19 @@ def test_the_minibatch_grid_covers_the_issues_cells_and_its_ranges():
     assert {len(layers) for _, _, layers, _ in G.SHAPES} >= {1, 2, 3, 5}
     assert {dtype for *_, dtype in G.SHAPES} == {"float32", "float64"}
     assert any(not isinstance(act, str) for _, _, layers, _ in G.SHAPES for _, act in layers)
+
+
+def test_numpy_loop_with_every_activation_and_a_mix_is_algorithm_1():
+    # the grid's numpy competitor: derivatives written from (a, φ); checked against bp.fit
+    # (batch_size=1, float64) on every activation it knows and a per-neuron mix
+    acts = (("tanh", "logistic", "relu", "softplus", "square", "identity"), "logistic",
+            "identity")
+    net = bp.Network(3, [bp.Layer(6, acts[0]), bp.Layer(4, acts[1]), bp.Layer(2, acts[2])])
+    params = bp.init(net, jax.random.key(1), dtype=jnp.float64)
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    r = bp.fit(net, params, X, Y, learning_rate=0.3, epochs=2)
+    got = B.numpy_sgd(B.to_mlp(params), X, Y, 0.3 / 6, 2, activations=acts)
+    _assert_mlp_close(got, B.to_mlp(r.params))
+    np.testing.assert_allclose(B.mlp_loss_np(got, X, Y, activations=acts), r.losses[-1],
+                               rtol=1e-10)
