@@ -184,14 +184,16 @@ def test_the_optimizer_state_made_in_the_start_is_the_optimizers_init():
 
 def test_the_start_built_on_the_host_is_the_computed_one():
     from bpjax import arguments
-    from bpjax.loop import CHUNK, host_start, initial_state, pack
+    from bpjax.loop import CHUNK, fresh_state, host_start, initial_state, pack
 
     prep, _ = arguments.prepare(
         MLP, PARAMS, X, Y, learning_rate=0.3, epochs=1, batch_size=1, optimizer=None,
         frozen=None, opt_state=optax.EmptyState(), shuffle=None, validation=None, tol=None,
         patience=None, min_delta=0.0)
     args = (MLP, prep.config, prep.data, prep.params, prep.opt_state, 5, CHUNK)
-    host = host_start(prep.params, prep.opt_state, 5, CHUNK)
+    start = fresh_state(np, prep.params[0].dtype, 5, 0)._replace(params=prep.params,
+                                                                 opt_state=prep.opt_state)
+    host = host_start(start, CHUNK)
     computed = jax.jit(lambda *a: pack(initial_state(*a)),
                        static_argnums=(0, 1, 6))(*args)
     for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(computed)):

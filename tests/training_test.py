@@ -504,3 +504,23 @@ def test_finiteness_is_checked_again_for_every_array_that_could_have_changed():
         Xj = jnp.asarray(np.where(np.arange(3) == 0, np.nan, np.asarray(X)))
         with pytest.raises(ValueError, match=r"X holds 7 NaN/Inf"):
             bp.fit(MLP, PARAMS, Xj, Y, learning_rate=0.5, epochs=1)
+
+
+@pytest.mark.parametrize("start", ["mesh", "patience", "adam"])
+def test_more_epochs_than_one_call_compile_nothing_more(start):
+    # The first call of the loop starts from a state computed on the device (a mesh's
+    # placement, the best loss for patience, Adam's initial state), the next ones from the
+    # state the host read back: every call must take the same argument types, or the loop
+    # compiles again for the later calls.
+    from bpjax.loop import CHUNK
+
+    net = bp.Network(3, [bp.Layer(5, "tanh"), bp.Layer(2, "identity")])  # its own compiles
+    kw = {"mesh": dict(learning_rate=0.1, mesh=jax.make_mesh((1,), ("data",))),
+          "patience": dict(learning_rate=0.1, patience=1000, validation=(X, Y)),
+          "adam": dict(optimizer=ADAM, learning_rate=1e-3, batch_size=3)}[start]
+    params = random_params(net, 8)
+    bp.fit(net, params, X, Y, epochs=2, **kw)
+    with count_compiles() as compiles:
+        r = bp.fit(net, params, X, Y, epochs=2 * CHUNK + 3, **kw)
+    assert r.epochs_run == 2 * CHUNK + 3
+    assert compiles == []

@@ -194,8 +194,9 @@ def available_activations() -> tuple[str, ...]:
 
 def get_activation(activation: str | Activation) -> Activation:
     """Looks up an activation by name, or checks and returns an :class:`Activation`."""
-    if isinstance(activation, Activation):
-        return _checked(activation)
+    if isinstance(activation, Activation):  # a registered one was checked when registered
+        return activation if _REGISTRY.get(activation.name) is activation else \
+            _checked(activation)
     if isinstance(activation, str):
         key = _ALIASES.get(activation, activation)
         if key in _REGISTRY:

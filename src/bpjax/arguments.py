@@ -269,7 +269,8 @@ def prepare(net, params, X, Y, *, learning_rate, epochs, batch_size, optimizer, 
     if models is None:
         params = structural(net, params)
         if opt_state is None:
-            opt_state = None if defer_init else init_state(optimizer, params)
+            opt_state = None if defer_init and optimizer is not None else \
+                init_state(optimizer, params)
         elif not is_traced(opt_state):
             opt_state = check_opt_state(optimizer, opt_state, params)
     else:

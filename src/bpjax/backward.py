@@ -6,17 +6,18 @@ outputs, one backward sweep over the layers:
 
 | paper                                                 | code                                    |
 | ----------------------------------------------------- | --------------------------------------- |
-| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``g = scale * e``, ``e = φ^L − y``      |
+| loss (1): ``∂L/∂φ^L_k = (1/N)(φ^L_k − y_k)``          | ``scale * e``, ``e = φ^L − y``          |
 | any loss: ``∂L/∂φ^L = s_i/Σs · ∂ℓ_i/∂φ^L``            | ``e = losses.output_error(...)``        |
-| or, fused (:mod:`bpjax.losses`), ``δ^L = ∂L/∂a^L``    | ``delta[L] = g`` (``output_delta``)     |
+| or, fused (:mod:`bpjax.losses`), ``δ^L = ∂L/∂a^L``    | ``delta[L] = scale * e``                |
 | (2) ``∂φ^l_k/∂w = ∂φ^l_k/∂a^l_k · ∂a^l_k/∂w``         | ``delta[l] = dL_dphi[l] * dphi(a[l])``  |
 | (3) ``∂a^l_k/∂w = Σ_j w^l_jk ∂φ^{l-1}_j/∂w``          | ``dL_dphi[s] += (delta[l] @ w.T)[rows]`` |
 | ``∂a^m_r/∂w^m_pr = φ^{m-1}_p``, ``= 1`` for ``p = 0``  | ``grad[m] = [1 | φ_in]ᵀ δ^m``           |
 | (4) ``∂a^l_k/∂w^m_pr = 0`` if ``k ≠ r`` or ``l < m``   | nothing: only ``δ^m`` reaches ``w^m``   |
 | one sample's ``∂L/∂w(x_i)`` (Algorithm 1)             | ``φ_in ⊗ δ^m``                          |
 
-(2) and (3) are :func:`delta_rule`; the last three rows are :func:`weight_gradients` (a batch)
-and :func:`sample_weight_gradients` (one sample).
+The first three rows are :func:`loss_deltas` (``scale``: ``1/N``, ``s_i/Σs``, or 1 for
+Algorithm 1's step); (2) and (3) are :func:`delta_rule`; the last three rows are
+:func:`weight_gradients` (a batch) and :func:`sample_weight_gradients` (one sample).
 
 In a DAG a layer may feed several later layers; ``dL_dphi[s]`` then sums the contribution of
 every consumer — the sum over paths of the chain rule. Layers are visited from ``L`` down to
@@ -161,18 +162,18 @@ def _per_example_gradients(net: Network, tr: Trace, delta: tuple) -> Params:
     return tuple(grads)
 
 
-def loss_deltas(net: Network, W: Sequence, tr: Trace, Y, loss: Loss = SQUARED, r=None, *,
-                bias_row: bool = True) -> tuple:
-    """``δ^l`` from the loss's output error: ``r · ∂ℓ_i/∂φ^L`` (or ``r`` times its fused
-    ``δ^L``), then equations (2)-(3) by :func:`delta_rule` (``W`` as there).
+def loss_deltas(net: Network, W: Sequence, tr: Trace, Y, loss: Loss = SQUARED, scale=None,
+                *, bias_row: bool = True) -> tuple:
+    """``δ^l`` from the loss's output error: ``scale · ∂ℓ_i/∂φ^L`` (or ``scale`` times its
+    fused ``δ^L``), then equations (2)-(3) by :func:`delta_rule` (``W`` as there).
 
-    ``r`` scales each sample's error and broadcasts against it: ``None`` leaves sample ``i``'s
-    term without the ``1/N`` (what Algorithm 1 steps along), ``1/N`` or ``s_i / Σ s`` as a column
-    ``(N, 1)`` gives the deltas of the (weighted) mean, a scalar those of one sample.
+    ``scale`` multiplies each sample's error and broadcasts against it: ``None`` leaves sample
+    ``i``'s term without the ``1/N`` (what Algorithm 1 steps along), ``1/N`` or ``s_i / Σ s`` as
+    a column ``(N, 1)`` gives the deltas of the (weighted) mean, a scalar those of one sample.
     """
-    e, at_a = output_error(loss, net, tr, Y)
-    return delta_rule(net, W, tr, e if r is None else r * e, bias_row=bias_row,
-                      output_delta=at_a)
+    e, fused = output_error(loss, net, tr, Y)
+    return delta_rule(net, W, tr, e if scale is None else scale * e, bias_row=bias_row,
+                      output_delta=fused)
 
 
 def backward_deltas(net: Network, params: Params, tr: Trace, Y, s=None,

@@ -235,21 +235,26 @@ def check_finite(**arrays) -> None:
                 _check_finite(name, v)
 
 
-# JAX arrays found finite, by id (a JAX array is immutable: the same object holds the same
-# values). Weak references: an array that is freed leaves, so its id cannot name another one.
+# Every live JAX array found finite, by id: a JAX array is immutable, so the same object
+# holds the same values (data given again to fit, a sweep's X). Weak references: an array
+# that is freed leaves, so its id cannot name another one. Arrays that span several hosts are
+# never remembered: their check is a collective every process must take part in.
 _KNOWN_FINITE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _check_finite(name, v) -> None:
+    dtype = v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype
+    if np.dtype(dtype).kind in "biu":  # integers (class labels): finite, nothing to read
+        return
     if isinstance(v, jax.Array):
-        if _KNOWN_FINITE.get(id(v)) is v:  # the data of the last call, given again
+        if _KNOWN_FINITE.get(id(v)) is v:
             return
         if not one_process() and not v.is_fully_addressable:
             if not bool(jnp.all(jnp.isfinite(v))):  # spans several hosts: every one reduces
                 raise ValueError(f"{name} holds NaN/Inf value(s)")
             return
     a = np.asarray(v)
-    if a.dtype.kind in "biu" or np.isfinite(a.sum()):  # then every entry is finite
+    if np.isfinite(a.sum()):  # then every entry is finite
         if isinstance(v, jax.Array):
             _KNOWN_FINITE[id(v)] = v
         return

@@ -318,8 +318,7 @@ def levenberg_marquardt(
         return result(config, loop, loop.losses, loop.val_losses)
 
     def run(loop, n):
-        return _run_jit(net, mode, config, loop, data, free, lm, hyper,
-                        jnp.asarray(n, jnp.int32))
+        return _run_jit(net, mode, config, loop, data, free, lm, hyper, np.int32(n))
 
     loop = _start_jit(net, mode, config, data, free, lm, prep.params, mu0, epoch, chunk=CHUNK)
     loop, losses, val_losses = drive(run, loop, iterations, progress, "levenberg_marquardt")

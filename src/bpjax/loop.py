@@ -319,21 +319,20 @@ def unpack(p: Packed) -> LoopState:
                      val_losses=f[1 + C:], **fields)
 
 
-def host_start(params, opt_state, epoch, chunk: int, best=None) -> Packed:
-    """The packed state before a call of the loop, built on the host: ``epoch`` epochs in all
-    before it, nothing run in this call, NaN histories of length ``chunk``. ``best`` is the
-    :class:`LoopState` of the previous call (its best weights, their loss and epoch, the
-    epochs since, the epochs done), or ``None`` at the start of a fit call (best loss
-    ``inf``)."""
-    dtype = params[0].dtype
-    floats = np.full(1 + 2 * chunk, np.nan, dtype)
-    floats[0] = np.inf if best is None else best.best_loss
-    ints = np.zeros(len(_INT_FIELDS), np.int32)
-    ints[2] = epoch
-    if best is not None:
-        ints[0], ints[1], ints[3] = best.best_epoch, best.since_best, best.done
-        return Packed(params, opt_state, best.best_params, best.best_opt_state, ints, floats)
-    return Packed(params, opt_state, None, None, ints, floats)
+_CARRIED = ("best_epoch", "since_best", "epoch", "done")  # kept from one call to the next
+
+
+def host_start(prev: LoopState, chunk: int) -> Packed:
+    """The packed state for a call of the loop, built on the host from ``prev``, the state as
+    the host holds it: :func:`host_view` of the previous call's, or at the start of a fit
+    call :func:`fresh_state` (``xp=np``) with the weights and optimizer state. Nothing has run
+    in this call (``count`` and the flags 0, NaN histories of length ``chunk``); the best
+    weights, their loss and epoch and the epoch counts carry over."""
+    ints = np.array([getattr(prev, k) if k in _CARRIED else 0 for k in _INT_FIELDS], np.int32)
+    floats = np.full(1 + 2 * chunk, np.nan, prev.params[0].dtype)
+    floats[0] = prev.best_loss
+    return Packed(prev.params, prev.opt_state, prev.best_params, prev.best_opt_state, ints,
+                  floats)
 
 
 def host_view(p: Packed) -> LoopState:
@@ -369,7 +368,7 @@ def host_result(config, loop, losses, val_losses, dtype) -> FitResult:
     """The result of a trainer driven from Python (:func:`drive`): the loss histories joined
     into numpy arrays and the scalars made Python ints and bools.
 
-    The scalars are read from the host once each (they are ready: :func:`drive` has waited
+    The scalars are read to the host once each (they are ready: :func:`drive` has waited
     for them) and combined there: no operation is dispatched for them.
     """
     # numpy: the histories were read from the device already, and putting them back would
@@ -418,28 +417,24 @@ class _Progress:
             self.bar.close()
 
 
-def drive(run, loop, epochs, progress, desc, view=None):
+def drive(run, loop, epochs, progress, desc):
     """Calls the compiled loop until ``epochs`` epochs ran or training stopped.
 
-    ``run(loop, n)`` runs up to ``n`` more epochs. ``view(loop)``, if given, turns what ``run``
-    takes and returns into a :class:`LoopState` (:func:`host_view` for a :class:`Packed`).
-    Returns the final loop state (as ``view`` sees it) and the loss histories (numpy,
-    ``(..., epochs_run)``, NaN where a model of a sweep had stopped).
+    ``run(loop, n)`` runs up to ``n`` more epochs from the :class:`LoopState` ``loop``. Returns
+    the final loop state and the loss histories (numpy, ``(..., epochs_run)``, NaN where a
+    model of a sweep had stopped).
     """
-    view = view or (lambda s: s)
     losses, val_losses = [], []
     bar = _Progress(progress, epochs, desc)
-    seen = None
     try:
         remaining, per_epoch = epochs, None
         while remaining > 0:
             n = min(remaining, bar.epochs_per_call(per_epoch))
             t0 = time.perf_counter()
             loop = run(loop, n)
-            seen = view(loop)
             count, loss, val_loss, converged, stopped_early, diverged = map(to_host, (
-                seen.count, seen.losses, seen.val_losses, seen.converged, seen.stopped_early,
-                seen.diverged))
+                loop.count, loop.losses, loop.val_losses, loop.converged, loop.stopped_early,
+                loop.diverged))
             ran = int(np.max(count))
             per_epoch = (time.perf_counter() - t0) / max(ran, 1)
             losses.append(loss[..., :ran])
@@ -451,7 +446,7 @@ def drive(run, loop, epochs, progress, desc, view=None):
                 break
     finally:
         bar.close()
-    return (view(loop) if seen is None else seen), losses, val_losses
+    return loop, losses, val_losses
 
 
 

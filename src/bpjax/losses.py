@@ -333,8 +333,8 @@ def get_loss(loss: str | Loss) -> Loss:
       ValueError: an unknown name (the message lists the known ones).
       TypeError: neither a str nor a :class:`Loss`.
     """
-    if isinstance(loss, Loss):
-        return _checked(loss)
+    if isinstance(loss, Loss):  # a registered one was checked when it was registered
+        return loss if _REGISTRY.get(loss.name) is loss else _checked(loss)
     if isinstance(loss, str):
         if loss in _REGISTRY:
             return _REGISTRY[loss]
@@ -432,9 +432,10 @@ def output_error(loss: Loss, net, tr, Y) -> tuple[jax.Array, bool]:
     """Each sample's output error, without the ``1/N``, and where it is taken.
 
     Returns:
-      ``(e, at_a)``: ``e = ∂ℓ_i/∂a^L = δ^L`` (the fused form) if ``at_a``, else
-      ``e = ∂ℓ_i/∂φ^L``; shape ``(N, d)`` (``(d,)`` for one sample). ``at_a`` is a Python bool,
-      decided by the network: pass it to :func:`bpjax.backward.delta_rule` as ``output_delta``.
+      ``(e, fused)``: ``e = ∂ℓ_i/∂a^L = δ^L`` (the fused form, :func:`fuses`) if ``fused``,
+      else ``e = ∂ℓ_i/∂φ^L``; shape ``(N, d)`` (``(d,)`` for one sample). ``fused`` is a Python
+      bool, decided by the network: pass it to :func:`bpjax.backward.delta_rule` as
+      ``output_delta``.
     """
     if fuses(loss, net):
         return loss.fused.delta(tr.a[-1], Y), True

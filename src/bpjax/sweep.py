@@ -191,7 +191,7 @@ def sweep(
     loop_jit = _loop_many_sequential_jit if sequential(config, data) else _loop_many_jit
 
     def run(loop, n):
-        return loop_jit(net, optimizer, config, axes, loop, data, hyper, jnp.asarray(n, jnp.int32))
+        return loop_jit(net, optimizer, config, axes, loop, data, hyper, np.int32(n))
 
     loop, losses, val_losses = drive(run, loop, epochs, progress, "sweep")
     dtype = prep.params[0].dtype

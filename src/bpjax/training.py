@@ -122,6 +122,7 @@ from bpjax.loop import (
     check_on_divergence,
     check_progress,
     drive,
+    fresh_state,
     host_result,
     host_start,
     host_view,
@@ -140,16 +141,16 @@ __all__ = ["FitResult", "fit"]
 _LOOP_STATIC = dict(static_argnames=("net", "optimizer", "config"))
 
 
-def _start(net, optimizer, config, data, params, opt_state, epoch, chunk):
-    """The loop's packed state before the first epoch, with the optimizer's initial state if
-    none is given and the initial weights' loss as the best one (``patience``): one compiled
-    call."""
+def _start(net, optimizer, config, data, params, opt_state, epoch):
+    """The loop's state before the first epoch, packed (no histories), with the optimizer's
+    initial state if none is given and the initial weights' loss as the best one
+    (``patience``): one compiled call."""
     if opt_state is None:
         opt_state = init_state(optimizer, params)
-    return pack(initial_state(net, config, data, params, opt_state, epoch, chunk))
+    return pack(initial_state(net, config, data, params, opt_state, epoch, 0))
 
 
-_start_jit = batched_jit(_start, static_argnames=("net", "optimizer", "config", "chunk"))
+_start_jit = batched_jit(_start, static_argnames=("net", "optimizer", "config"))
 _loop_jit = batched_jit(minibatch.run, **_LOOP_STATIC)
 _loop_sequential_jit = sequential_jit(minibatch.run, **_LOOP_STATIC)
 
@@ -271,24 +272,20 @@ def fit(
 
     loop_jit = _loop_sequential_jit if sequential(config, data) else _loop_jit
 
-    started = False
+    def run(state, n):  # state: the loop's state as the host holds it (a LoopState)
+        out = loop_jit(net, optimizer, config, host_start(state, CHUNK), data, hyper,
+                       np.int32(n))
+        return host_view(out)
 
-    def run(packed, n):
-        nonlocal started
-        if started:  # the state a call returned: reset on the host for the next one
-            seen = host_view(packed)
-            packed = host_start(packed.params, packed.opt_state, int(seen.epoch), CHUNK, seen)
-        started = True
-        return loop_jit(net, optimizer, config, packed, data, hyper, np.int32(n))
-
-    if config.restore_best or prep.opt_state is None and optimizer is not None or \
-            mesh is not None:
-        packed = _start_jit(net, optimizer, config, data, prep.params, prep.opt_state,
-                            prep.epoch, chunk=CHUNK)
-    else:  # nothing to compute: the weights as given, the rest built on the host
-        opt_state = init_state(None, ()) if prep.opt_state is None else prep.opt_state
-        packed = host_start(prep.params, opt_state, prep.epoch, CHUNK)
-    loop, losses, val_losses = drive(run, packed, epochs, progress, "fit", view=host_view)
+    # The optimizer's initial state, the best weights' first loss and the mesh's placement are
+    # computed by one compiled start; without them the start is built on the host
+    if prep.opt_state is None or config.restore_best or mesh is not None:
+        state = host_view(_start_jit(net, optimizer, config, data, prep.params,
+                                     prep.opt_state, prep.epoch))
+    else:
+        state = fresh_state(np, prep.params[0].dtype, prep.epoch, 0)._replace(
+            params=prep.params, opt_state=prep.opt_state)
+    loop, losses, val_losses = drive(run, state, epochs, progress, "fit")
     r = host_result(config, loop, losses, val_losses, prep.params[0].dtype)
     if mesh is not None:
         r = r._replace(params=on_mesh(r.params, mesh), opt_state=on_mesh(r.opt_state, mesh))
