@@ -80,8 +80,8 @@ class CpuJit:
     object (``jits``, keyed by the replaced values).
 
     The ``jax.jit`` objects are made on first use, so importing bpjax probes nothing and
-    starts no backend. Calls go to the network's one; attributes (``lower``, ``trace``, ...)
-    to the one with ``options`` as given. Called inside the trace of another function
+    starts no backend. Calls, ``lower`` and ``trace`` go to the network's one; other
+    attributes to the one with ``options`` as given. Called inside the trace of another function
     (``jax.jit(lambda p: bp.backprop(net, p, X, Y))``), where JAX takes no compiler options,
     it is compiled as part of that function, without them.
     """
@@ -122,9 +122,22 @@ class CpuJit:
             jitted = self._by_network[net] = self.jit(tuple(sorted(self.per_network(net).items())))
         return jitted
 
-    def __call__(self, *args, **kwargs):
-        jitted = self.jitted if self.per_network is None else \
+    def _pick(self, args, kwargs):
+        """The ``jax.jit`` object a call with these arguments goes to."""
+        return self.jitted if self.per_network is None else \
             self._for(args[0] if args else kwargs["net"])
+
+    def lower(self, *args, **kwargs):
+        """``jax.jit(...).lower`` of the object these arguments' call goes to (the per-network
+        options included), so that what is inspected is what runs."""
+        return self._pick(args, kwargs).lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        """``jax.jit(...).trace``, like :meth:`lower`."""
+        return self._pick(args, kwargs).trace(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        jitted = self._pick(args, kwargs)
         try:
             return jitted(*args, **kwargs)
         except ValueError as e:  # JAX takes compiler options on top-level functions only

@@ -4,7 +4,8 @@
 
     ∂L/∂φ^L_k(x_i) = (1/N) (φ^L_k(x_i) − y_{i,k})
 
-The second line is where backpropagation starts: the paper's
+The second line is where backpropagation starts (:func:`bpjax.backward.loss_deltas`, from
+each loss's hand-written ``∂ℓ_i/∂φ^L``, :data:`bpjax.losses.SQUARED`'s for (1)): the paper's
 ``∂L/∂w = 1/N Σ_i Σ_k ∂φ_θ[k]/∂w (x_i) (φ_θ(x_i)_k − y_{i,k})``. Every loss of the registry
 has the same shape, ``L = Σ_i s_i ℓ_i / Σ_i s_i`` with ``∂L/∂φ^L(x_i) = s_i/Σs · ∂ℓ_i/∂φ^L``:
 

@@ -10,7 +10,7 @@ function of Algorithm 2; the comments give its line numbers.
 | lines 4-8, ``∂φ^l_k/∂a^l_k``                  | ``_Sample.dphi_da``           |
 | lines 10-15, ``∂a^l_k/∂w^m_pr``               | ``_Sample.da_dw``             |
 | lines 17-18, ``∂L/∂w^m_pr(x_i)``              | ``_Sample.dL_dw``             |
-| line 17's ``φ^L_k − y_k``: ``∂ℓ_i/∂φ^L_k``      | ``_Sample.dL_dphi``           |
+| line 17's ``φ^L_k − y_k``: ``∂ℓ_i/∂φ^L_k``      | ``_Sample.e`` (fused: ``δ^L``) |
 | ``∂L/∂w = 1/N Σ_i ∂L/∂w(x_i)``                | :func:`recursive_grad`        |
 
 Nothing is memoised: the recursion re-walks every path from ``(L, k)`` down to layer ``m``
@@ -28,8 +28,9 @@ import numpy as np
 
 from bpjax import activations
 from bpjax.data import as_inputs, as_targets
+from bpjax.forward import Trace
 from bpjax.loss import resolve_loss
-from bpjax.losses import SQUARED, Loss, check_targets, fuses
+from bpjax.losses import SQUARED, Loss, check_targets, output_error
 from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params
 
@@ -53,10 +54,8 @@ class _Sample:
                 self.phi.append(np.asarray(activations.phi(acts, a), np.float64))
                 self.dphi.append(np.asarray(activations.dphi(acts, a), np.float64))
             # line 17's output error: ∂ℓ_i/∂φ^L_k, or ∂ℓ_i/∂a^L_k for a loss's fused form
-            self.fused = fuses(loss, net)
-            e = (loss.fused.delta(self.a[-1], y) if self.fused
-                 else loss.dell(self.phi[-1], y))
-            self.dL_dphi = np.asarray(e, np.float64)
+            e, self.fused = output_error(loss, net, Trace(tuple(self.a), tuple(self.phi)), y)
+            self.e = np.asarray(e, np.float64)
 
     def unit(self, l: int, j: int) -> tuple[int, int]:
         """Input ``j ≥ 1`` of layer ``l`` as a neuron ``(s, i)`` of its source layer ``s``."""
@@ -102,7 +101,7 @@ class _Sample:
         L = self.net.depth
         factor = self.da_dw if self.fused else self.dphi_dw
         return sum(
-            factor(L, k, m, p, r) * self.dL_dphi[k - 1]
+            factor(L, k, m, p, r) * self.e[k - 1]
             for k in range(1, self.net.outputs + 1)
         )
 
