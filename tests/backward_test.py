@@ -325,3 +325,21 @@ def test_both_ways_of_forming_the_gradient_match_the_reference(N):
         mask = BOTH_WAYS.structure(l)
         assert np.all(np.asarray(grads[l - 1])[~mask] == 0)
         assert np.all(np.asarray(per[l - 1])[:, ~mask] == 0)
+
+
+@pytest.mark.parametrize("bias_row", [True, False])
+def test_delta_rule_on_one_sample_is_its_batch_of_one(bias_row):
+    # W with its bias row (params) or without it (w[1:]): one sample (d,) and a batch (1, d)
+    from bpjax.backward import delta_rule
+    from bpjax.forward import propagate
+
+    net = DAG_NETS["fan_out"]
+    params = random_params(net, 31)
+    X, _ = random_data(net, 1, 31)
+    W = params if bias_row else tuple(w[1:] for w in params)
+    g = jnp.asarray(np.random.default_rng(31).standard_normal(net.outputs))
+    one = delta_rule(net, W, propagate(net, params, X[0]), g, bias_row=bias_row, inputs=True)
+    batch = delta_rule(net, W, propagate(net, params, X), g[None], bias_row=bias_row,
+                       inputs=True)
+    for l, (a, b) in enumerate(zip(one, batch)):
+        np.testing.assert_allclose(a, b[0], rtol=1e-13, atol=1e-15, err_msg=f"delta[{l}]")

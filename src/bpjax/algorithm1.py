@@ -203,13 +203,13 @@ def _fold(P, A, B, plan):
     return P + (U[:, :, None] * V[:, None, :]).sum(0)
 
 
-def _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, x, y, r, k):
+def _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, x, y, r, slot):
     """Algorithm 1, line 6, for one sample: ``w ← w − (η/N) ∂L/∂w(x_i)``, on vectors.
 
     ``theta = (P, A, B)``: each layer's weights (``params[l-1]``, kept as :class:`Plan` says)
     and, for each deferred layer, the factors of :class:`_Weights` (else ``None``); ``(x, y)``
-    the sample, ``r`` its weight ``s_i N / Σ s`` (or None), ``k`` its place in its block. The
-    forward pass, the hand-written deltas and the updates
+    the sample, ``r`` its weight ``s_i N / Σ s`` (or None), ``slot`` its place in its block of
+    deferred updates. The forward pass, the hand-written deltas and the updates
     ``w ← w − (η/N) [φ_0 | φ_in] ⊗ δ^l`` are fused in one step.
     """
     P, A, B = theta
@@ -224,8 +224,8 @@ def _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, x, y, r, k):
             g = jnp.outer(delta[l], h) if p.transposed else jnp.outer(h, delta[l])
             P[l - 1] = apply_update(P[l - 1], -eta_over_N * g, masks[l - 1])
         else:  # the rank-1 term, kept as its two factors
-            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * h, k, 0)
-            B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], k, 0)
+            A[l - 1] = jax.lax.dynamic_update_index_in_dim(A[l - 1], -eta_over_N * h, slot, 0)
+            B[l - 1] = jax.lax.dynamic_update_index_in_dim(B[l - 1], delta[l], slot, 0)
     return tuple(P), tuple(A), tuple(B)
 
 
@@ -272,9 +272,9 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED, r=None)
     # one row, one kernel, per sample fetched: [x | y] and the sample's weight r_i if any
     XY = jnp.concatenate([X, Y] + ([] if r is None else [r[:, None].astype(X.dtype)]), axis=1)
 
-    def step(theta, xy, k):
+    def step(theta, xy, slot):
         return _sample_sgd_step(net, loss, plans, eta_over_N, masks, theta, xy[:D],
-                                xy[D:D + d], None if r is None else xy[D + d], k)
+                                xy[D:D + d], None if r is None else xy[D + d], slot)
 
     if net.num_params <= TINY:
         (P, _, _), _ = jax.lax.scan(lambda theta, xy: (step(theta, xy, 0), None),
@@ -283,8 +283,8 @@ def algorithm1_epoch(net, eta_over_N, masks, params, X, Y, loss=SQUARED, r=None)
 
     def fetched(carry, index):  # steps on the sample in the carry, fetches row j for the next
         theta, xy = carry
-        j, k = index
-        theta = step(theta, xy, k)
+        j, slot = index
+        theta = step(theta, xy, slot)
         return (theta, jax.lax.dynamic_index_in_dim(XY, j, keepdims=False)), None
 
     N = X.shape[0]

@@ -84,7 +84,7 @@ def delta_rule(net: Network, W: Sequence, tr: Trace, g: jax.Array, *,
             continue
         # (3): Σ_k w^l_jk δ^l_k for the rows j ≥ 1, as W δ for one sample (no transposed copy)
         if d.ndim == 1:
-            back = w @ d
+            back = (w @ d)[1:] if bias_row else w @ d
         elif not bias_row:
             back = d @ w.T
         elif homogeneous(layer, N):  # the whole of w, then drop row 0: no copy of w[1:]
