@@ -22,10 +22,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bpjax.data import as_targets, as_weights
 from bpjax.forward import prepare, propagate
-from bpjax.loss import resolve_loss
-from bpjax.losses import Loss, check_targets, weighted_mean
+from bpjax.loss import prepare_supervised, resolve_loss
+from bpjax.losses import Loss, weighted_mean
 from bpjax.network import Network, check_network
 from bpjax.params import Params, structural
 
@@ -130,8 +129,5 @@ def accuracy(net: Network, params: Params, X, Y, weights=None, *, loss) -> jax.A
     """
     check_network(net, "accuracy")
     loss = _classifier(net, loss, "accuracy")
-    params, X2, single = prepare(net, params, X)
-    Y2 = as_targets(net, Y, X2.shape[0], single)
-    check_targets(loss, Y2)
-    s = as_weights(weights, X2.shape[0])
-    return _accuracy_jit(net, params, X2, jnp.asarray(Y2, X2.dtype), s, loss)
+    params, X2, Y2, s = prepare_supervised(net, params, X, Y, weights, loss)
+    return _accuracy_jit(net, params, X2, Y2, s, loss)

@@ -39,8 +39,8 @@ HIGHLIGHT = "#2ca02c"  # the paper's green path
 EDGE = "#9a9a9a"
 POSITIVE = "#0877bd"  # TensorFlow Playground's blue
 NEGATIVE = "#e8710a"  # and its orange
-NODE_VALUES = {"a": ("a", r"a^l_k"), "phi": ("phi", r"\varphi^l_k"),
-               "delta": ("delta", r"\delta^l_k = \partial\mathcal{L}/\partial a^l_k")}
+NODE_VALUES = {"a": r"a^l_k", "phi": r"\varphi^l_k",
+               "delta": r"\delta^l_k = \partial\mathcal{L}/\partial a^l_k"}
 EDGE_VALUES = {"w": r"w^l_{jk}", "grad": r"\partial\mathcal{L}/\partial w^l_{jk}"}
 _SHORT = {"identity": "z", "square": "z²", "logistic": "σ", "tanh": "tanh", "relu": "ReLU",
           "softplus": "soft+"}
@@ -310,7 +310,7 @@ def draw_network(
       ax: a matplotlib ``Axes`` to draw into; default a new figure.
       label_weights: write ``w^l_jk`` on every connection drawn (the highlighted weight is
         always labelled); with ``edges``, ``w^l_jk = value``. Default (None): with
-        ``edges``, when at most 24 connections are drawn; else no.
+        ``edges``, when at most 16 connections are drawn; else no.
       title: the axes title; with ``highlight`` the default names the derivative.
       figsize: the new figure's size in inches; default from the network's size (at most
         40 inches a side).
@@ -367,7 +367,6 @@ def draw_network(
         raise ValueError("output= selects the highlighted paths: pass highlight=(m, p, r) too")
     node_values, edge_values, frozen, sample = _numbers(net, params, x, y, nodes, edges,
                                                         frozen, loss)
-    edge_kind = edges
     Figure, Circle, FancyArrowPatch, Rectangle = _import_matplotlib()
 
     keep = set()
@@ -410,7 +409,7 @@ def draw_network(
     L = net.depth
     dx = 3.0 if label_weights and edge_values is not None else 2.2  # room for the numbers
     pos, bias, gaps = _layout(net, dx, shown)
-    edges = []  # (l, j, k, src, dst, skip, rad): one per connection drawn
+    drawn = []  # (l, j, k, src, dst, skip, rad): one per connection drawn
     ys = [y for _, y in [*pos.values(), *bias.values(), *(c for c, _ in gaps.values())]]
     columns = {}  # the node centres of each column, for the curves to avoid
     for (t, _), c in pos.items():
@@ -426,7 +425,7 @@ def draw_network(
                                                       for c in columns.get(t, ())]
                                            + [c for t, c in bias.items() if s < t - 1 < l])
                 ys += [low, high]
-            edges.append((l, j, k, src, dst, l - s > 1, rad))
+            drawn.append((l, j, k, src, dst, l - s > 1, rad))
     bottom = min(ys) - 0.6  # the column captions go below this
     top = max(ys) + 0.8
     numbered = node_values is not None or edge_values is not None  # a key goes below
@@ -442,7 +441,7 @@ def draw_network(
     lit_nodes = set()
     if on is not None:
         lit_nodes = {(l, k) for l in range(L + 1) for k in shown[l] if on[l][k - 1]}
-    lit_edges = {(l, j, k) for l, j, k, *_ in edges  # a lit source into a lit neuron
+    lit_edges = {(l, j, k) for l, j, k, *_ in drawn  # a lit source into a lit neuron
                  if j > 0 and (l, k) in lit_nodes and source(net, l, j) in lit_nodes}
     if weight_edge is not None:
         lit_edges.add(weight_edge)
@@ -452,7 +451,7 @@ def draw_network(
     # --- the numbers: scales, and whether connections are labelled ---
     edge_max = node_max = 0.0
     if edge_values is not None:
-        edge_max = max((abs(float(edge_values[l - 1][j, k - 1])) for l, j, k, *_ in edges),
+        edge_max = max((abs(float(edge_values[l - 1][j, k - 1])) for l, j, k, *_ in drawn),
                        default=0.0)
     if edge_scale is not None:
         edge_max = edge_scale
@@ -463,8 +462,8 @@ def draw_network(
     # --- connections, under the nodes ---
     placed: list = []  # the boxes of the labels written so far
     node_centres = [*pos.values(), *bias.values()]
-    widest = 6.0 if len(edges) <= 40 else 3.5  # the largest |value|'s line, in points
-    for l, j, k, src, dst, skip, rad in edges:
+    widest = 6.0 if len(drawn) <= 40 else 3.5  # the largest |value|'s line, in points
+    for l, j, k, src, dst, skip, rad in drawn:
         lit = (l, j, k) in lit_edges
         clamped = frozen is not None and bool(frozen[l - 1][j, k - 1])
         colour, width = (HIGHLIGHT, 2.6) if lit else (EDGE, 0.9)
@@ -484,7 +483,7 @@ def draw_network(
         ax.add_patch(edge)
         if label_weights or (l, j, k) == weight_edge:
             label = _weight_tex(l, j, k)
-            if value is not None and edge_kind == "grad":  # the number is ∂L/∂w, not w
+            if value is not None and edges == "grad":  # the number is ∂L/∂w, not w
                 label = f"$\\partial\\mathcal{{L}}/\\partial {label.strip('$')}$"
             if value is not None:
                 label += f" = {value:.{digits}g}"
@@ -560,9 +559,9 @@ def draw_network(
                  f"{count} path{'' if n == 1 else 's'}" + (" (derivative 0)" if n == 0 else ""))
     key = []
     if node_values is not None:
-        key.append(f"neurons: ${NODE_VALUES[nodes][1]}$")
+        key.append(f"neurons: ${NODE_VALUES[nodes]}$")
     if edge_values is not None:
-        key.append(f"connections: ${EDGE_VALUES[edge_kind]}$ (width ∝ |value|, largest "
+        key.append(f"connections: ${EDGE_VALUES[edges]}$ (width ∝ |value|, largest "
                    f"{edge_max:.{digits}g})")
     if key:
         key_text = "; ".join(key) + "\nblue > 0, orange < 0" + (f"; at {sample}" if sample else "")

@@ -70,7 +70,7 @@ from bpjax.loss import resolve_loss
 from bpjax.losses import Loss, check_targets, output_error
 from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params
-from bpjax.paths import source
+from bpjax.paths import row, source
 
 __all__ = ["Explanation", "explain", "weight_symbol"]
 
@@ -108,11 +108,6 @@ def _input_symbol(net: Network, l: int, j: int) -> str:
     """What row ``j ≥ 1`` of ``w^l`` multiplies: ``x[k]`` or ``φ^s_k``."""
     s, i = source(net, l, j)
     return f"x[{i}]" if s == 0 else f"φ^{s}_{i}"
-
-
-def _row_of(net: Network, m: int, l: int, k: int) -> int:
-    """The row ``j`` of ``w^m`` that multiplies ``φ^l_k``."""
-    return next(rows.start + k - 1 for s, rows in net.blocks(m) if s == l)
 
 
 class Explanation(NamedTuple):
@@ -289,8 +284,9 @@ class Explanation(NamedTuple):
         head = f"δ^{l}_{k}"
         if l == L:
             return " = ".join(dict.fromkeys(self._output_delta(k, dphi_sym, dphi_val, numbers)))
-        terms = [(m, _row_of(net, m, l, k), r) for m in net.consumers(l)
-                 for r in np.flatnonzero(net.structure(m)[_row_of(net, m, l, k)]) + 1]
+        rows = {m: row(net, m, l, k) for m in net.consumers(l)}  # the row of w^m reading φ^l_k
+        terms = [(m, j, r) for m, j in rows.items()
+                 for r in np.flatnonzero(net.structure(m)[j]) + 1]
         if not terms:
             return (f"{head} = 0: φ^{l}_{k} feeds no neuron, so no path leads from it to the "
                     f"output")

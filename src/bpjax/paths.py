@@ -39,7 +39,7 @@ from bpjax.forward import forward_trace
 from bpjax.network import Network, check_network, is_int
 from bpjax.params import Params, check_params, structural
 
-__all__ = ["ChainPath", "ChainRule", "Factor", "chain_rule_paths", "weight_paths"]
+__all__ = ["ChainPath", "ChainRule", "Factor", "chain_rule_paths", "row", "weight_paths"]
 
 Neuron = tuple[int, int]  # (l, k), paper numbering: k from 1
 
@@ -174,7 +174,7 @@ def check_output(net: Network, output, allow_all: bool) -> int | None:
 
 # --- the graph -------------------------------------------------------------------------------
 
-def _row(net: Network, l: int, s: int, i: int) -> int:
+def row(net: Network, l: int, s: int, i: int) -> int:
     """The row ``j`` of ``w^l`` that multiplies ``φ^s_i`` (``i`` from 1)."""
     for src, rows in net.blocks(l):
         if src == s:
@@ -192,13 +192,13 @@ def source(net: Network, l: int, j: int) -> Neuron:
 
 def hops(net: Network, neurons) -> tuple[tuple[int, int, int], ...]:
     """The connections ``(l, j, k)`` (``w^l_jk``, paper numbering) a path crosses, in order."""
-    return tuple((l, _row(net, l, s, i), k) for (s, i), (l, k) in zip(neurons, neurons[1:]))
+    return tuple((l, row(net, l, s, i), k) for (s, i), (l, k) in zip(neurons, neurons[1:]))
 
 
 def _successors(net: Network, s: int, i: int):
     """Neurons ``(l, k)`` that read ``φ^s_i`` through a connection that exists."""
     for l in net.consumers(s):
-        column = net.structure(l)[_row(net, l, s, i)]
+        column = net.structure(l)[row(net, l, s, i)]
         for k in np.flatnonzero(column):
             yield l, int(k) + 1
 
@@ -338,7 +338,7 @@ def chain_rule_paths(
     for neurons in neuron_paths:
         factors = []
         for (s, i), (l, kk) in reversed(list(zip(neurons, neurons[1:]))):
-            j = _row(net, l, s, i)
+            j = row(net, l, s, i)
             factors += [dphi_da(l, kk),
                         Factor(f"∂a^{l}_{kk}/∂φ^{s}_{i}", f"w^{l}_({j},{kk})",
                                float(w[l - 1][j, kk - 1]))]
