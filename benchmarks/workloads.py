@@ -203,6 +203,10 @@ def _w1_summary(cfg: dict, t: dict[str, Timing]) -> dict:
     ])
 
 
+def _w8_summary(cfg: dict, t: dict[str, Timing]) -> dict:
+    return _per_sample_summary(cfg, t, lambda r, _: [], C.w8_notes(cfg))
+
+
 def _w1_targets(r: dict | None = None) -> list:
     r = r or {}
     return [
@@ -614,7 +618,7 @@ WORKLOADS: dict[str, Workload] = {
                  G.config, "bp.fit", custom=G.run, missing=_missing_fit,
                  skipped_targets=G.targets),
         Workload("W8", "per-sample softmax cross-entropy (Algorithm 1), 64-128-10 tanh",
-                 C.w8_config, "bpjax.fit", C.w8_factories, C.w8_summary, _missing_fit),
+                 C.w8_config, "bpjax.fit", C.w8_factories, _w8_summary, _missing_fit),
         Workload("MINIBATCH",
                  "minibatches and optimizers over a grid of shapes vs jax.grad + optax",
                  M.config, "bpjax.fit", custom=M.run_grid, skipped_targets=M.targets),
